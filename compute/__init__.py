@@ -1,0 +1,1 @@
+"""Job plane: manifests, claims, sandboxed runners, Proof-of-Execution (issue 7)."""

@@ -1,0 +1,5 @@
+import sys
+
+from gatosd.cli import main
+
+sys.exit(main())

@@ -1,0 +1,207 @@
+"""A node: one Git repository wired to the ledger core (the composition root for the ledger).
+
+The CLI and (later) the daemon both act through a `Node`, so a command-line append
+and a daemon append follow exactly the same path: build → sign → verify → gate →
+journal compare-and-swap.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ledger_core import (
+    DEFAULT_MAX_EVENT_BYTES,
+    JOURNAL_PREFIX,
+    ZERO_OID,
+    AppendResult,
+    Event,
+    Journal,
+    JournalEntry,
+    PublicKeyText,
+    SignedEvent,
+    TrustStore,
+    VerifyReport,
+    format_timestamp_ms,
+    journal_ref,
+    normalize_actor,
+    read_range,
+    sign_event,
+    ulid_ms,
+    validate_actor,
+    validate_namespace,
+    validate_ulid,
+    verify_all,
+)
+from ledger_core.errors import LedgerError
+from ledger_git import GitRepository, KeyExists, init_repository, open_repository
+from gatosd._clock import new_ulid, now_seconds
+
+POLICY_ACTIVE_REF = "refs/gatos/policies/active"
+CONFIG_ACTOR = "gatos.actor"
+CONFIG_MAX_EVENT_BYTES = "gatos.maxEventBytes"
+
+
+class NoActor(LedgerError):
+    code = "NO_ACTOR"
+
+
+def actor_from_git_name(name: str) -> str | None:
+    """`git config user.name` → `user:<name>`, with characters outside [A-Za-z0-9._-] as '-'."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-")[:64].rstrip(".-")
+    cleaned = cleaned.replace("..", ".")
+    if not cleaned or cleaned.endswith(".lock"):
+        return None
+    return f"user:{cleaned}"
+
+
+@dataclass
+class InitResult:
+    repo: str
+    actor: str
+    public_key: str
+    created_repo: bool
+    created_key: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Node:
+    """A GATOS node over a Git repository."""
+
+    def __init__(self, repo: GitRepository) -> None:
+        self.repo = repo
+        self.trust = TrustStore(repo.objects, repo.refs)
+        self.journal = Journal(repo.objects, repo.refs, self.trust,
+                               sleep=time.sleep, random=random.random)
+
+    @classmethod
+    def open(cls, path: str, *, durable: bool = False) -> Node:
+        return cls(open_repository(path, durable=durable))
+
+    @classmethod
+    def init(cls, path: str, actor: str | None = None, *, discover: bool = True
+             ) -> tuple[Node, InitResult]:
+        """Make `path` a node: `git init` if needed, the owner's key, its public key trusted."""
+        repo, created_repo = init_repository(path, discover=discover)
+        node = cls(repo)
+        if actor is None:
+            actor = repo.config_get(CONFIG_ACTOR)
+        if actor is None:
+            git_name = repo.config_get("user.name")
+            actor = actor_from_git_name(git_name) if git_name else None
+        if actor is None:
+            raise NoActor("no actor: pass --actor user:NAME (or set git config user.name)")
+        actor = validate_actor(actor)
+        repo.config_set(CONFIG_ACTOR, actor)
+        public_key, created_key = node.ensure_key(actor, by=actor)
+        workdir = repo.repo.workdir or repo.git_dir
+        return node, InitResult(workdir.rstrip("/"), actor, public_key, created_repo, created_key)
+
+    # -- configuration --------------------------------------------------------------
+
+    @property
+    def default_actor(self) -> str:
+        actor = self.repo.config_get(CONFIG_ACTOR)
+        if actor is None:
+            raise NoActor("this node has no default actor: run `gatos init` or pass --actor")
+        return validate_actor(actor)
+
+    @property
+    def max_event_bytes(self) -> int:
+        value = self.repo.config_get(CONFIG_MAX_EVENT_BYTES)
+        return int(value) if value else DEFAULT_MAX_EVENT_BYTES
+
+    @property
+    def policy_root(self) -> str:
+        return self.repo.refs.get(POLICY_ACTIVE_REF) or ZERO_OID  # type: ignore[arg-type]
+
+    # -- keys -------------------------------------------------------------------------
+
+    def ensure_key(self, actor: str, *, by: str | None = None) -> tuple[PublicKeyText, bool]:
+        """Make a private key for `actor` unless one exists; trust its public key."""
+        created = False
+        if self.repo.keys.has(actor):
+            key = self.repo.keys.load(actor)
+        else:
+            key = self.repo.keys.create(actor)
+            created = True
+        self.trust.add_key(actor, key.public_key, by=by or actor, seconds=now_seconds())
+        return key.public_key, created
+
+    def new_key(self, actor: str) -> PublicKeyText:
+        """`gatos key new`: a fresh key for an actor that has none on this node."""
+        actor = validate_actor(actor)
+        if self.repo.keys.has(actor):
+            raise KeyExists(f"{actor} already has a private key on this node")
+        by = self.repo.config_get(CONFIG_ACTOR) or actor
+        return self.ensure_key(actor, by=by)[0]
+
+    def list_keys(self) -> list[dict[str, Any]]:
+        local = set(self.repo.keys.actors())
+        rows = []
+        for actor, keys in sorted(self.trust.all_keys().items()):
+            for key in keys:
+                rows.append({"actor": actor, "public_key": key, "private_key": actor in local})
+        return rows
+
+    # -- events -----------------------------------------------------------------------
+
+    def build_event(self, *, type: str, payload: Any, actor: str | None = None,
+                    ulid: str | None = None, ts: str | None = None,
+                    caps: Sequence[str] | None = None) -> Event:
+        """An envelope filled in the node's way: ULID now, `ts` from the ULID, active policy."""
+        actor = normalize_actor(actor) if actor else self.default_actor
+        ulid = validate_ulid(ulid) if ulid else new_ulid()
+        return Event.from_value({
+            "type": type, "ulid": ulid, "actor": actor, "payload": payload,
+            "policy_root": self.policy_root,
+            "ts": ts or format_timestamp_ms(ulid_ms(ulid)),
+            **({"caps": list(caps)} if caps is not None else {}),
+        })
+
+    def sign(self, event: Event) -> SignedEvent:
+        return sign_event(event, self.repo.keys.load(event.actor), self.max_event_bytes)
+
+    def append(self, ns: str, signed: SignedEvent) -> AppendResult:
+        return self.journal.append(ns, signed)
+
+    def append_many(self, items: Sequence[tuple[str, SignedEvent]]
+                    ) -> list[AppendResult | LedgerError]:
+        return self.journal.append_many(items)
+
+    def add_event(self, ns: str, **fields: Any) -> AppendResult:
+        """Build, sign with the node-held key, and append one event."""
+        validate_namespace(ns)
+        return self.append(ns, self.sign(self.build_event(**fields)))
+
+    # -- reading and verifying ----------------------------------------------------------
+
+    def journals(self, ns: str | None = None) -> dict[str, str]:
+        prefix = JOURNAL_PREFIX + (validate_namespace(ns) + "/" if ns else "")
+        return dict(self.repo.refs.list(prefix))
+
+    def log(self, ns: str, actor: str | None = None, *, limit: int | None = None
+            ) -> list[JournalEntry]:
+        """Events of a namespace (one actor or all), newest first by (ts, ULID)."""
+        if actor:
+            ref = journal_ref(ns, normalize_actor(actor))
+            heads = {ref: head} if (head := self.repo.refs.get(ref)) else {}
+        else:
+            heads = self.journals(ns)
+        entries: list[JournalEntry] = []
+        for head in heads.values():
+            entries.extend(read_range(self.repo.objects, head, last=limit))  # type: ignore[arg-type]
+        entries.sort(key=lambda e: (e.signed.event.ts or "", e.signed.event.ulid), reverse=True)
+        return entries[:limit] if limit else entries
+
+    def verify(self) -> VerifyReport:
+        return verify_all(self.repo.objects, self.repo.refs, self.trust)
+
+
+__all__ = ["InitResult", "NoActor", "Node", "actor_from_git_name"]

@@ -1,0 +1,1 @@
+"""Derived state: rebuildable roaring-bitmap indexes and views, never authoritative (issue 8)."""

@@ -1,0 +1,259 @@
+"""Journal rules (SPEC §5): verify → gate → build → compare-and-swap, with retries.
+
+A journal is one actor's linear history in one namespace. `Journal` appends signed
+events to it through the ports:
+
+* idempotency: a ULID already in the journal returns the existing commit
+  (`duplicate=True`) when the unsigned bytes are the same (same Event-CID), and is
+  `UlidReused` when they differ. Dedupe is on the CID, never on signature bytes;
+* fast-forward only: the new head always has the old head as its parent, and the
+  ref moves by compare-and-swap from the head that was read;
+* a lost race re-reads the head and retries with jittered exponential backoff;
+* group commit: `append_many` writes every new object of a batch in one
+  `write_many` call (one pack) and moves each journal ref once.
+
+The core has no clock and no randomness: `sleep` and `random` are injected. A
+`Journal` instance is not thread-safe; safety between threads and processes comes
+from the ref store's compare-and-swap, so use one instance per thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ledger_core._envelope import SignedEvent
+from ledger_core._gitobj import GitObject, ObjectId
+from ledger_core._journal_commit import journal_commit
+from ledger_core._names import RefName, journal_ref, validate_namespace
+from ledger_core._ports import KeyResolver, ObjectStore, RefStore
+from ledger_core.errors import (
+    BadSignature,
+    Conflict,
+    LedgerError,
+    RefConflict,
+    RefLocked,
+    UlidReused,
+    UnknownActor,
+)
+
+Gate = Callable[[str, SignedEvent], None]
+"""Decides a write: returns to allow, raises a `LedgerError` (e.g. a policy denial) to refuse."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with jitter: try `tries` times, waiting about base·2^n, at most cap."""
+
+    tries: int = 6
+    base: float = 0.025
+    cap: float = 0.5
+
+    def delay(self, attempt: int, rnd: float) -> float:
+        ceiling = min(self.cap, self.base * (2**attempt))
+        return ceiling / 2 + rnd * ceiling / 2
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """Where an event landed. `duplicate` is true when the ULID was already there."""
+
+    ns: str
+    ref: RefName
+    commit: ObjectId
+    event_cid: str
+    ulid: str
+    actor: str
+    duplicate: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": True, "ns": self.ns, "ref": self.ref, "commit": self.commit,
+            "event_cid": self.event_cid, "ulid": self.ulid, "actor": self.actor,
+            "duplicate": self.duplicate,
+        }
+
+
+@dataclass
+class _UlidIndex:
+    """ULID → (commit, Event-CID) for one journal, valid up to `head`."""
+
+    head: ObjectId | None = None
+    seen: dict[str, tuple[ObjectId, str]] = field(default_factory=dict)
+
+
+def verify_signed(signed: SignedEvent, keys: KeyResolver) -> None:
+    """Raise unless one of the actor's trusted keys signed the event."""
+    trusted = keys.keys_for(signed.event.actor)
+    if not trusted:
+        raise UnknownActor(f"no trusted public key for actor {signed.event.actor}")
+    last: LedgerError | None = None
+    for key in trusted:
+        try:
+            signed.verify(key)
+            return
+        except BadSignature as exc:
+            last = exc
+    assert last is not None
+    raise last
+
+
+class Journal:
+    """Appends to and reads journals through an `ObjectStore` and a `RefStore`."""
+
+    def __init__(self, objects: ObjectStore, refs: RefStore, keys: KeyResolver, *,
+                 sleep: Callable[[float], None], random: Callable[[], float],
+                 retry: RetryPolicy | None = None, gate: Gate | None = None) -> None:
+        self.objects = objects
+        self.refs = refs
+        self.keys = keys
+        self._sleep = sleep
+        self._random = random
+        self.retry = retry or RetryPolicy()
+        self.gate = gate
+        self._indexes: dict[RefName, _UlidIndex] = {}
+
+    # -- appending -----------------------------------------------------------------
+
+    def append(self, ns: str, signed: SignedEvent) -> AppendResult:
+        """Append one event (verified, gated, idempotent on its ULID).
+
+        Raises:
+            InvalidNamespace, BadSignature, UnknownActor, UlidReused, Conflict,
+            RefLocked, StorageError, or whatever the gate raises.
+        """
+        result = self.append_many([(ns, signed)])[0]
+        if isinstance(result, LedgerError):
+            raise result
+        return result
+
+    def append_many(self, items: Sequence[tuple[str, SignedEvent]]
+                    ) -> list[AppendResult | LedgerError]:
+        """Group commit: append a batch, one object write and one ref update per journal.
+
+        Each item succeeds or fails on its own; the result list is in input order and
+        holds an `AppendResult` or the `LedgerError` that refused that item.
+        """
+        results: list[AppendResult | LedgerError | None] = [None] * len(items)
+        by_ref: dict[RefName, list[int]] = {}
+        for i, (ns, signed) in enumerate(items):
+            try:
+                ref = journal_ref(validate_namespace(ns), signed.event.actor)
+                verify_signed(signed, self.keys)
+                if self.gate is not None:
+                    self.gate(ns, signed)
+            except LedgerError as exc:
+                results[i] = exc
+                continue
+            by_ref.setdefault(ref, []).append(i)
+
+        pending: dict[RefName, list[int]] = by_ref
+        lost: dict[RefName, Conflict] = {}
+        for attempt in range(self.retry.tries):
+            if not pending:
+                break
+            if attempt:
+                self._sleep(self.retry.delay(attempt - 1, self._random()))
+            lost = self._try_commit(items, pending, results)
+            pending = {ref: pending[ref] for ref in lost}
+        for ref, indices in pending.items():
+            last = lost[ref]
+            error: LedgerError = last if isinstance(last, RefLocked) else Conflict(
+                f"journal {ref} kept moving; gave up after {self.retry.tries} tries")
+            for i in indices:
+                results[i] = error
+        done = [r for r in results if r is not None]
+        assert len(done) == len(items), "append_many left an item without a result"
+        return done
+
+    def _try_commit(self, items: Sequence[tuple[str, SignedEvent]],
+                    pending: dict[RefName, list[int]],
+                    results: list[AppendResult | LedgerError | None],
+                    ) -> dict[RefName, Conflict]:
+        """One attempt: build every journal's new commits, write once, CAS each ref.
+
+        Returns the refs that lost a race (with the error) and must be tried again.
+        """
+        plans: list[tuple[RefName, ObjectId | None, ObjectId, dict[int, AppendResult]]] = []
+        objects: list[GitObject] = []
+        for ref, indices in pending.items():
+            head = self.refs.get(ref)
+            index = self._index(ref, head)
+            parent = head
+            planned: dict[int, AppendResult] = {}
+            batch_seen: dict[str, tuple[ObjectId, str]] = {}
+            for i in indices:
+                ns, signed = items[i]
+                ulid = signed.event.ulid
+                known = index.seen.get(ulid) or batch_seen.get(ulid)
+                if known is not None:
+                    if known[1] != signed.cid:
+                        results[i] = UlidReused(
+                            f"ulid {ulid} is already in {ref} as {known[1]} "
+                            f"(commit {known[0]}), with different content")
+                    else:
+                        planned[i] = AppendResult(ns, ref, known[0], signed.cid, ulid,
+                                                  signed.event.actor, True)
+                    continue
+                new_objects, parent = journal_commit(signed, parent)
+                objects.extend(new_objects)
+                batch_seen[ulid] = (parent, signed.cid)
+                planned[i] = AppendResult(ns, ref, parent, signed.cid, ulid,
+                                          signed.event.actor, False)
+            if parent is not None and parent != head:
+                plans.append((ref, head, parent, planned))
+            else:
+                for i, res in planned.items():
+                    results[i] = res
+
+        if objects:
+            self.objects.write_many(objects)
+        lost: dict[RefName, Conflict] = {}
+        for ref, head, new_head, planned in plans:
+            try:
+                self.refs.compare_and_swap(ref, head, new_head)
+            except (RefConflict, RefLocked) as exc:
+                lost[ref] = exc
+                continue
+            index = self._indexes[ref]
+            for res in planned.values():
+                if not res.duplicate:
+                    index.seen[res.ulid] = (res.commit, res.event_cid)
+            index.head = new_head
+            for i, res in planned.items():
+                results[i] = res
+        return lost
+
+    # -- the ULID index -----------------------------------------------------------
+
+    def _index(self, ref: RefName, head: ObjectId | None) -> _UlidIndex:
+        """The ULID index of `ref`, caught up to `head` by walking only the new commits."""
+        index = self._indexes.get(ref)
+        if index is None or index.head == head:
+            if index is None:
+                index = self._indexes[ref] = _UlidIndex()
+                self._catch_up(index, head)
+            return index
+        self._catch_up(index, head)
+        return index
+
+    def _catch_up(self, index: _UlidIndex, head: ObjectId | None) -> None:
+        found: list[tuple[str, ObjectId, str]] = []
+        oid = head
+        while oid is not None and oid != index.head:
+            commit = self.objects.read_commit(oid)
+            trailers = commit.trailers
+            found.append((trailers.get("Ulid", ""), oid, trailers.get("Event-CID", "")))
+            oid = commit.parents[0] if commit.parents else None
+        if oid is None and index.head is not None:
+            index.seen.clear()  # the old head is not an ancestor: rebuild from scratch
+        for ulid, commit_oid, cid in reversed(found):
+            index.seen.setdefault(ulid, (commit_oid, cid))
+        index.head = head
+
+    # -- reading --------------------------------------------------------------------
+
+    def head(self, ns: str, actor: str) -> ObjectId | None:
+        return self.refs.get(journal_ref(ns, actor))
+

@@ -1,0 +1,90 @@
+"""The ports of the ledger: a Git object store and a ref store with compare-and-swap.
+
+Each port declares a handful of primitives; conveniences are built on top of them
+here, once, so every adapter gets them for free. A ref changes only through
+`compare_and_swap`: there is no unconditional "set".
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Protocol
+
+from ledger_core._gitobj import Commit, GitObject, ObjectId, TreeEntry, parse_commit, parse_tree
+from ledger_core._keys import PublicKeyText
+from ledger_core._names import RefName
+from ledger_core.errors import CorruptObject
+
+
+class ObjectStore(ABC):
+    """Content-addressed storage of Git objects (blobs, trees, commits)."""
+
+    @abstractmethod
+    def write_many(self, objects: Sequence[GitObject]) -> None:
+        """Store every object durably enough to be referenced by a ref update that follows.
+
+        Adapters may store a large batch as one pack. Storing an object that already
+        exists is not an error. Raises `StorageError` on I/O failure.
+        """
+
+    @abstractmethod
+    def read(self, oid: ObjectId) -> GitObject:
+        """Return the object; raise `NotFound` if absent, `CorruptObject` if damaged."""
+
+    @abstractmethod
+    def contains(self, oid: ObjectId) -> bool:
+        """Whether the object is present."""
+
+    # Conveniences built on the primitives.
+
+    def write(self, obj: GitObject) -> ObjectId:
+        self.write_many([obj])
+        return obj.oid
+
+    def _read_kind(self, oid: ObjectId, kind: str) -> bytes:
+        obj = self.read(oid)
+        if obj.kind != kind:
+            raise CorruptObject(f"object {oid} is a {obj.kind}, expected a {kind}")
+        return obj.data
+
+    def read_commit(self, oid: ObjectId) -> Commit:
+        return parse_commit(self._read_kind(oid, "commit"))
+
+    def read_tree(self, oid: ObjectId) -> list[TreeEntry]:
+        return parse_tree(self._read_kind(oid, "tree"))
+
+    def read_blob(self, oid: ObjectId) -> bytes:
+        return self._read_kind(oid, "blob")
+
+
+class RefStore(ABC):
+    """Named pointers to commits, changed only by compare-and-swap."""
+
+    @abstractmethod
+    def get(self, name: RefName) -> ObjectId | None:
+        """The ref's current value, or `None` if it does not exist."""
+
+    @abstractmethod
+    def compare_and_swap(self, name: RefName, expected: ObjectId | None, new: ObjectId) -> None:
+        """Set `name` to `new` if and only if it currently equals `expected`.
+
+        `expected=None` means "the ref must not exist yet" (the zero OID).
+
+        Raises:
+            RefConflict: the ref holds another value (`actual` says which).
+            RefLocked: another writer holds the ref's lock, or a stale lock is left.
+            RefInTheWay: a ref named like a folder or a file of this name exists.
+            InvalidName: `name` is not a valid ref name.
+            StorageError: I/O failure; the ref is unchanged.
+        """
+
+    @abstractmethod
+    def list(self, prefix: str) -> dict[RefName, ObjectId]:
+        """Every ref whose name starts with `prefix`, sorted by name."""
+
+
+class KeyResolver(Protocol):
+    """Where the journal finds the trusted public keys of an actor."""
+
+    def keys_for(self, actor: str) -> Sequence[PublicKeyText]: ...

@@ -1,0 +1,37 @@
+"""ULIDs: 26 characters of Crockford base32, 48-bit millisecond time + 80 random bits.
+
+The core only validates and encodes; the clock and the randomness come from an
+adapter (see `gatosd`), so nothing here reads the time.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ledger_core.errors import InvalidEvent
+
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_ULID_RE = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}")
+
+
+def validate_ulid(value: object) -> str:
+    """Return `value` if it is a canonical (uppercase) ULID, else raise `InvalidEvent`."""
+    if not isinstance(value, str) or not _ULID_RE.fullmatch(value):
+        raise InvalidEvent(f"invalid ulid {value!r}: expected 26 uppercase Crockford base32 characters")
+    return value
+
+
+def encode_ulid(ms: int, randomness: bytes) -> str:
+    """Build a ULID from a millisecond timestamp and 10 random bytes."""
+    if not 0 <= ms < 2**48 or len(randomness) != 10:
+        raise InvalidEvent("a ULID needs 0 <= ms < 2^48 and 10 bytes of randomness")
+    number = (ms << 80) | int.from_bytes(randomness, "big")
+    return "".join(_ALPHABET[(number >> (5 * i)) & 31] for i in range(25, -1, -1))
+
+
+def ulid_ms(value: str) -> int:
+    """The millisecond timestamp inside a ULID."""
+    number = 0
+    for char in validate_ulid(value)[:10]:
+        number = number * 32 + _ALPHABET.index(char)
+    return number

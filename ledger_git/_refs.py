@@ -1,0 +1,173 @@
+"""Refs as files, updated with Git's own lock-file protocol.
+
+`compare_and_swap` creates `<ref>.lock` with O_EXCL, reads the current value (loose
+file or packed-refs), compares it with the expected one, writes the new value into
+the lock and renames it over the ref. Git, libgit2 and every GATOS process use the
+same lock file, so the update is atomic across threads, processes and tools: two
+writers expecting the same old value cannot both win.
+
+A lock left by a crashed writer is never overwritten: the writer that finds it gets
+`RefLocked` naming the file and its age.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from ledger_core import ObjectId, RefName, RefStore, validate_ref_name
+from ledger_core._gitobj import validate_oid
+from ledger_core.errors import (
+    CorruptObject,
+    RefConflict,
+    RefInTheWay,
+    RefLocked,
+    StorageError,
+)
+
+
+class FileRefStore(RefStore):
+    """Loose refs under `git_dir`, falling back to `packed-refs` for reads."""
+
+    def __init__(self, git_dir: str, *, durable: bool = False) -> None:
+        self.git_dir = git_dir
+        self.durable = durable
+        self._packed_stamp: tuple[int, int, int] | None = None
+        self._packed: dict[str, ObjectId] = {}
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self.git_dir, name)
+
+    # -- reading --------------------------------------------------------------------
+
+    def _read_loose(self, name: str) -> ObjectId | None:
+        try:
+            with open(self._path(name), "rb") as handle:
+                text = handle.read().decode("ascii", "replace").strip()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+        except OSError as exc:
+            raise StorageError(f"reading ref {name}: {exc.strerror}") from exc
+        try:
+            return validate_oid(text)
+        except CorruptObject:
+            raise CorruptObject(f"ref {name} holds {text[:60]!r}, not an object id") from None
+
+    def _packed_refs(self) -> dict[str, ObjectId]:
+        path = os.path.join(self.git_dir, "packed-refs")
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            self._packed_stamp, self._packed = None, {}
+            return self._packed
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        if stamp != self._packed_stamp:
+            packed: dict[str, ObjectId] = {}
+            with open(path, encoding="utf-8") as handle:
+                for line in handle:
+                    if line.startswith(("#", "^")) or not line.strip():
+                        continue
+                    oid, _, ref = line.rstrip("\n").partition(" ")
+                    packed[ref] = ObjectId(oid)
+            self._packed_stamp, self._packed = stamp, packed
+        return self._packed
+
+    def get(self, name: RefName) -> ObjectId | None:
+        name = validate_ref_name(name)
+        loose = self._read_loose(name)
+        if loose is not None:
+            return loose
+        return self._packed_refs().get(name)
+
+    def list(self, prefix: str) -> dict[RefName, ObjectId]:
+        found: dict[str, ObjectId] = {k: v for k, v in self._packed_refs().items()
+                                      if k.startswith(prefix)}
+        top = prefix if prefix.endswith("/") else os.path.dirname(prefix) + "/"
+        root = self._path(top)
+        for dirpath, _dirs, files in os.walk(root):
+            for file in files:
+                if file.endswith(".lock"):
+                    continue
+                full = os.path.join(dirpath, file)
+                name = os.path.relpath(full, self.git_dir).replace(os.sep, "/")
+                if name.startswith(prefix):
+                    value = self._read_loose(name)
+                    if value is not None:
+                        found[name] = value
+        return {RefName(k): found[k] for k in sorted(found)}
+
+    # -- writing --------------------------------------------------------------------
+
+    def _check_in_the_way(self, name: str) -> None:
+        if os.path.isdir(self._path(name)):
+            raise RefInTheWay(f"cannot create ref {name}: refs exist below it ({name}/…)")
+        for other in self._packed_refs():
+            if other.startswith(name + "/") or name.startswith(other + "/"):
+                raise RefInTheWay(f"cannot create ref {name}: packed ref {other} is in the way")
+        parts = name.split("/")
+        for i in range(2, len(parts)):
+            folder = self._path("/".join(parts[:i]))
+            if os.path.isfile(folder):
+                raise RefInTheWay(
+                    f"cannot create ref {name}: ref {'/'.join(parts[:i])} is in the way")
+
+    def compare_and_swap(self, name: RefName, expected: ObjectId | None, new: ObjectId) -> None:
+        name = validate_ref_name(name)
+        validate_oid(new)
+        if expected is None:
+            self._check_in_the_way(name)
+        path = self._path(name)
+        lock = path + ".lock"
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        except (NotADirectoryError, FileExistsError):
+            raise RefInTheWay(f"cannot create ref {name}: a ref is in the way") from None
+        except OSError as exc:
+            raise StorageError(f"creating folders for ref {name}: {exc.strerror}") from exc
+        try:
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            raise RefLocked(_locked_message(name, lock)) from None
+        except OSError as exc:
+            raise StorageError(f"locking ref {name}: {exc.strerror}") from exc
+        renamed = False
+        try:
+            actual = self.get(name)
+            if actual != expected:
+                raise RefConflict(name, expected, actual)
+            os.write(fd, f"{new}\n".encode("ascii"))
+            if self.durable:
+                os.fsync(fd)
+            os.close(fd)
+            fd = -1
+            os.replace(lock, path)
+            renamed = True
+            if self.durable:
+                _fsync_dir(os.path.dirname(path))
+        except OSError as exc:
+            raise StorageError(f"updating ref {name}: {exc.strerror}") from exc
+        finally:
+            if fd >= 0:
+                os.close(fd)
+            if not renamed:
+                try:
+                    os.unlink(lock)
+                except FileNotFoundError:
+                    pass
+
+
+def _locked_message(name: str, lock: str) -> str:
+    try:
+        age = f", {time.time() - os.stat(lock).st_mtime:.0f}s old"
+    except OSError:
+        age = ""
+    return (f"ref {name} is locked ({lock} exists{age}): another writer is updating it, or a "
+            "crashed one left the lock behind; if no git or gatos process is writing, remove it")
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,1 @@
+"""Message plane: the commit-backed bus (issue 6)."""
