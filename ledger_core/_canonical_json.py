@@ -50,5 +50,5 @@ def parse_json(text: str | bytes, what: str = "JSON") -> Any:
         value = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         raise EncodingError(f"{what} is not valid JSON: {exc}") from exc
-    check_value(value)
+    check_value(value, what)
     return value
