@@ -15,9 +15,9 @@ from typing import Any
 
 import orjson
 
+from gatosd.node import Node
 from ledger_core import parse_json
 from ledger_core.errors import LedgerError
-from gatosd.node import Node
 
 EXIT_OK, EXIT_VERIFY_FAILED, EXIT_ERROR = 0, 1, 2
 

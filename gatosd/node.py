@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from gatosd._clock import new_ulid, now_seconds
 from ledger_core import (
     DEFAULT_MAX_EVENT_BYTES,
     JOURNAL_PREFIX,
@@ -24,6 +25,7 @@ from ledger_core import (
     JournalEntry,
     PublicKeyText,
     SignedEvent,
+    SigningKey,
     TrustStore,
     VerifyReport,
     format_timestamp_ms,
@@ -39,7 +41,6 @@ from ledger_core import (
 )
 from ledger_core.errors import LedgerError
 from ledger_git import GitRepository, KeyExists, init_repository, open_repository
-from gatosd._clock import new_ulid, now_seconds
 
 POLICY_ACTIVE_REF = "refs/gatos/policies/active"
 CONFIG_ACTOR = "gatos.actor"
@@ -48,6 +49,10 @@ CONFIG_MAX_EVENT_BYTES = "gatos.maxEventBytes"
 
 class NoActor(LedgerError):
     code = "NO_ACTOR"
+
+
+class InvalidConfig(LedgerError):
+    code = "INVALID_CONFIG"
 
 
 def actor_from_git_name(name: str) -> str | None:
@@ -79,6 +84,8 @@ class Node:
         self.trust = TrustStore(repo.objects, repo.refs)
         self.journal = Journal(repo.objects, repo.refs, self.trust,
                                sleep=time.sleep, random=random.random)
+        self._signing_keys: dict[str, SigningKey] = {}
+        self._max_event_bytes: int | None = None
 
     @classmethod
     def open(cls, path: str, *, durable: bool = False) -> Node:
@@ -114,8 +121,14 @@ class Node:
 
     @property
     def max_event_bytes(self) -> int:
-        value = self.repo.config_get(CONFIG_MAX_EVENT_BYTES)
-        return int(value) if value else DEFAULT_MAX_EVENT_BYTES
+        """`gatos.maxEventBytes` from git config (read once per Node), default 1 MiB."""
+        if self._max_event_bytes is None:
+            value = self.repo.config_get(CONFIG_MAX_EVENT_BYTES)
+            try:
+                self._max_event_bytes = int(value) if value else DEFAULT_MAX_EVENT_BYTES
+            except ValueError:
+                raise InvalidConfig(f"{CONFIG_MAX_EVENT_BYTES} = {value!r} is not an integer") from None
+        return self._max_event_bytes
 
     @property
     def policy_root(self) -> str:
@@ -165,8 +178,15 @@ class Node:
             **({"caps": list(caps)} if caps is not None else {}),
         })
 
+    def signing_key(self, actor: str) -> SigningKey:
+        """The node-held private key of `actor` (read from disk once per Node)."""
+        key = self._signing_keys.get(actor)
+        if key is None:
+            key = self._signing_keys[actor] = self.repo.keys.load(actor)
+        return key
+
     def sign(self, event: Event) -> SignedEvent:
-        return sign_event(event, self.repo.keys.load(event.actor), self.max_event_bytes)
+        return sign_event(event, self.signing_key(event.actor), self.max_event_bytes)
 
     def append(self, ns: str, signed: SignedEvent) -> AppendResult:
         return self.journal.append(ns, signed)

@@ -7,6 +7,7 @@ is not portable across languages.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -40,15 +41,38 @@ def canonical_json(value: Any) -> bytes:
         raise EncodingError(f"cannot encode as canonical JSON: {exc}") from exc
 
 
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise EncodingError(f"duplicate key {key!r} in a JSON object")
+        out[key] = value
+    return out
+
+
+def _reject_constant(name: str) -> Any:
+    raise EncodingError(f"{name} is not a number GATOS accepts (no NaN or Infinity)")
+
+
 def parse_json(text: str | bytes, what: str = "JSON") -> Any:
-    """Parse JSON strictly enough for signed data: floats, NaN and Infinity are refused.
+    """Parse JSON strictly enough for signed data.
+
+    Floats, NaN, Infinity, duplicate object keys, integers beyond 64 bits and invalid
+    UTF-8 are refused. (The stdlib parser is used for its hooks: orjson silently keeps
+    the last of duplicate keys.)
 
     Raises:
         EncodingError: malformed JSON or a value outside the canonical data model.
     """
     try:
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        raise EncodingError(f"{what} is not valid JSON: {exc}") from exc
+        if isinstance(text, (bytes, bytearray)):
+            text = bytes(text).decode("utf-8")
+        value = json.loads(text, object_pairs_hook=_unique_pairs, parse_constant=_reject_constant)
+    except UnicodeDecodeError as exc:
+        raise EncodingError(f"{what} is not valid UTF-8: {exc.reason} at byte {exc.start}") from None
+    except RecursionError:
+        raise EncodingError(f"{what} is nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, and ints over Python's digit limit
+        raise EncodingError(f"{what} is not valid JSON: {exc}") from None
     check_value(value, what)
     return value

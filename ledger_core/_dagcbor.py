@@ -32,7 +32,10 @@ def check_value(value: object, path: str = "$", depth: int = 0) -> None:
     """Raise `EncodingError` naming the first value outside the canonical data model."""
     if depth > MAX_DEPTH:
         raise EncodingError(f"{path}: nested deeper than {MAX_DEPTH} levels")
-    if value is None or isinstance(value, (bool, str, bytes)):
+    if value is None or isinstance(value, (bool, bytes)):
+        return
+    if isinstance(value, str):
+        _check_text(value, path)
         return
     if isinstance(value, int):
         if not _INT_MIN <= value <= _INT_MAX:
@@ -51,9 +54,19 @@ def check_value(value: object, path: str = "$", depth: int = 0) -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise EncodingError(f"{path}: map key {key!r} is not a string")
+            _check_text(key, path)
             check_value(item, f"{path}.{key}", depth + 1)
         return
     raise EncodingError(f"{path}: {type(value).__name__} values cannot be encoded")
+
+
+def _check_text(value: str, path: str) -> None:
+    # A lone surrogate is a valid Python str but not Unicode text: it has no UTF-8 form.
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise EncodingError(f"{path}: text holds a lone surrogate, which is not Unicode") from None
 
 
 def _encode_unchecked(value: CanonicalValue) -> bytes:

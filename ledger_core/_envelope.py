@@ -19,8 +19,8 @@ from ledger_core._dagcbor import check_value, decode, encode
 from ledger_core._ids import EventCid, event_cid
 from ledger_core._keys import (
     PublicKeyText,
-    SigningKey,
     SignatureText,
+    SigningKey,
     check_sig_alg,
     parse_signature,
     signature_text,
@@ -154,14 +154,30 @@ def timestamp_seconds(ts: str) -> int:
     """Whole seconds since 1970 of an RFC 3339 UTC timestamp (`...Z`)."""
     if not _TS_RE.fullmatch(ts):
         raise InvalidEvent(f"ts {ts!r} is not RFC 3339 UTC like 2026-01-02T03:04:05Z")
-    try:
-        moment = datetime.strptime(ts[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
-    except ValueError as exc:
-        raise InvalidEvent(f"ts {ts!r}: {exc}") from None
-    seconds = int(moment.timestamp())
-    if seconds < 0:
+    year, month, day = int(ts[0:4]), int(ts[5:7]), int(ts[8:10])
+    hour, minute, second = int(ts[11:13]), int(ts[14:16]), int(ts[17:19])
+    if not (1 <= month <= 12 and 1 <= day <= _days_in_month(year, month)
+            and hour < 24 and minute < 60 and second < 60):
+        raise InvalidEvent(f"ts {ts!r} is not a valid date and time")
+    if year < 1970:
         raise InvalidEvent(f"ts {ts!r} is before 1970")
-    return seconds
+    return _days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second
+
+
+def _days_in_month(year: int, month: int) -> int:
+    if month == 2:
+        return 29 if year % 4 == 0 and (year % 100 != 0 or year % 400 == 0) else 28
+    return 30 if month in (4, 6, 9, 11) else 31
+
+
+def _days_from_civil(year: int, month: int, day: int) -> int:
+    # Howard Hinnant's days_from_civil: days since 1970-01-01 in the proleptic Gregorian calendar.
+    year -= month <= 2
+    era = year // 400
+    yoe = year - era * 400
+    doy = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
 
 
 def format_timestamp_ms(ms: int) -> str:

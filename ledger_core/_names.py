@@ -3,7 +3,7 @@
 Every name is checked here, before any Git call, so that a bad name is a clear
 `INVALID_NAME`/`INVALID_NS` error and never a half-written ref. The rules are a
 strict subset of `git check-ref-format`: one component of `[A-Za-z0-9._-]`, 1-64
-characters, not starting with `.` or `-`, no `..`, not ending in `.lock`.
+characters, not starting with `.` or `-`, no `..`, not ending in `.lock` or `.`.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ def _component_problem(value: object) -> str | None:
         return "must not contain '..'"
     if value.endswith(".lock"):
         return "must not end in '.lock'"
+    if value.endswith("."):
+        return "must not end in '.'"
     return None
 
 

@@ -64,12 +64,14 @@ def read_range(objects: ObjectStore, head: ObjectId | None, *,
         NotFound: a bound is not in this journal.
     """
     start = until or head
-    if until is not None and head is not None and until != head:
+    if until is not None and until != head:
         # `until` must be on the chain; walking from head proves it.
         _walk(objects, head, stop=until, stop_ulid=None, need_stop=True)
     chain = _walk(objects, start, stop=after, stop_ulid=after_ulid,
                   need_stop=after is not None or after_ulid is not None,
                   max_count=last)
+    if last is not None:
+        chain = chain[:last]  # the walk cannot stop early when it must reach a lower bound
     chain.reverse()
     if limit is not None:
         chain = chain[:limit]

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ledger_core._envelope import SignedEvent
 from ledger_core._gitobj import ObjectId
 from ledger_core._journal import verify_signed
 from ledger_core._journal_commit import event_trailers, journal_commit
 from ledger_core._names import JOURNAL_PREFIX, RefName, parse_journal_ref
 from ledger_core._ports import KeyResolver, ObjectStore, RefStore
 from ledger_core._reading import event_blobs
-from ledger_core._envelope import SignedEvent
 from ledger_core.errors import LedgerError
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import zlib
 from collections.abc import Sequence
 
 import pygit2
@@ -28,15 +30,41 @@ class GitObjectStore(ObjectStore):
         self.durable = durable
         self.pack_threshold = pack_threshold
         self.objects_dir = os.path.join(repo.path, "objects")
+        self._folders: set[str] = set()
 
     def write_many(self, objects: Sequence[GitObject]) -> None:
         with map_git_errors("writing objects"):
             if len(objects) >= self.pack_threshold:
                 write_pack(self.objects_dir, objects, durable=self.durable)
                 return
-            odb = self.repo.odb
             for obj in objects:
-                odb.write(_TO_GIT[obj.kind], obj.data)
+                self._write_loose(obj)
+
+    def _write_loose(self, obj: GitObject) -> None:
+        """Write one loose object the way Git does: compress to a temp file, rename into place.
+
+        Done here rather than through libgit2's `Odb.write`, which rescans the pack
+        folder and re-reads configuration on every object (about half the cost of a
+        single append when measured).
+        """
+        oid = obj.oid
+        folder = os.path.join(self.objects_dir, oid[:2])
+        path = os.path.join(folder, oid[2:])
+        if os.path.exists(path):
+            return
+        if folder not in self._folders:
+            os.makedirs(folder, exist_ok=True)
+            self._folders.add(folder)
+        body = zlib.compress(f"{obj.kind} {len(obj.data)}\0".encode() + obj.data, 1)
+        tmp = f"{folder}/tmp_obj_{os.getpid()}_{threading.get_ident()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o444)
+        try:
+            os.write(fd, body)
+            if self.durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
 
     def read(self, oid: ObjectId) -> GitObject:
         try:

@@ -12,6 +12,7 @@ A lock left by a crashed writer is never overwritten: the writer that finds it g
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -82,8 +83,8 @@ class FileRefStore(RefStore):
     def list(self, prefix: str) -> dict[RefName, ObjectId]:
         found: dict[str, ObjectId] = {k: v for k, v in self._packed_refs().items()
                                       if k.startswith(prefix)}
-        top = prefix if prefix.endswith("/") else os.path.dirname(prefix) + "/"
-        root = self._path(top)
+        top = prefix[:prefix.rfind("/") + 1]
+        root = self._path(top if top.startswith("refs/") else "refs/")
         for dirpath, _dirs, files in os.walk(root):
             for file in files:
                 if file.endswith(".lock"):
@@ -99,8 +100,16 @@ class FileRefStore(RefStore):
     # -- writing --------------------------------------------------------------------
 
     def _check_in_the_way(self, name: str) -> None:
-        if os.path.isdir(self._path(name)):
-            raise RefInTheWay(f"cannot create ref {name}: refs exist below it ({name}/…)")
+        path = self._path(name)
+        if os.path.isdir(path):
+            # Like Git, empty folders (left by a failed update below `name`) are not in the way.
+            if any(files for _, _, files in os.walk(path)):
+                raise RefInTheWay(f"cannot create ref {name}: refs exist below it ({name}/…)")
+            for dirpath, _dirs, _files in os.walk(path, topdown=False):
+                try:
+                    os.rmdir(dirpath)
+                except OSError:
+                    raise RefInTheWay(f"cannot create ref {name}: {dirpath} is in the way") from None
         for other in self._packed_refs():
             if other.startswith(name + "/") or name.startswith(other + "/"):
                 raise RefInTheWay(f"cannot create ref {name}: packed ref {other} is in the way")
@@ -119,7 +128,8 @@ class FileRefStore(RefStore):
         path = self._path(name)
         lock = path + ".lock"
         try:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
+            if expected is None or not os.path.isdir(os.path.dirname(path)):
+                os.makedirs(os.path.dirname(path), exist_ok=True)
         except (NotADirectoryError, FileExistsError):
             raise RefInTheWay(f"cannot create ref {name}: a ref is in the way") from None
         except OSError as exc:
@@ -150,10 +160,8 @@ class FileRefStore(RefStore):
             if fd >= 0:
                 os.close(fd)
             if not renamed:
-                try:
+                with contextlib.suppress(FileNotFoundError):
                     os.unlink(lock)
-                except FileNotFoundError:
-                    pass
 
 
 def _locked_message(name: str, lock: str) -> str:
