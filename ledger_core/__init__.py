@@ -64,7 +64,7 @@ from ledger_core._names import (
     validate_namespace,
     validate_ref_name,
 )
-from ledger_core._ports import KeyResolver, ObjectStore, RefStore
+from ledger_core._ports import KeyResolver, ObjectStore, RefLock, RefStore
 from ledger_core._reading import JournalEntry, read_entry, read_range
 from ledger_core._trust import TRUST_REF, TrustStore
 from ledger_core._ulid import encode_ulid, ulid_ms, validate_ulid
@@ -93,6 +93,7 @@ __all__ = [
     "ObjectStore",
     "Problem",
     "PublicKeyText",
+    "RefLock",
     "RefName",
     "RefStore",
     "RetryPolicy",

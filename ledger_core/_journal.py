@@ -1,4 +1,4 @@
-"""Journal rules (SPEC §5): verify → gate → build → compare-and-swap, with retries.
+"""Journal rules (SPEC §5): verify → gate → lock → build → write → move the ref.
 
 A journal is one actor's linear history in one namespace. `Journal` appends signed
 events to it through the ports:
@@ -6,15 +6,17 @@ events to it through the ports:
 * idempotency: a ULID already in the journal returns the existing commit
   (`duplicate=True`) when the unsigned bytes are the same (same Event-CID), and is
   `UlidReused` when they differ. Dedupe is on the CID, never on signature bytes;
-* fast-forward only: the new head always has the old head as its parent, and the
-  ref moves by compare-and-swap from the head that was read;
-* a lost race re-reads the head and retries with jittered exponential backoff;
+* fast-forward only: the head is read under the journal's ref lock and the new
+  head always has it as parent, so the ref move is a compare-and-swap that cannot
+  lose (concurrent writers queue on the lock instead of redoing work);
+* a busy lock is retried with jittered exponential backoff; `CONFLICT`/`LOCKED`
+  after `RetryPolicy.tries`, at once when the lock looks abandoned;
 * group commit: `append_many` writes every new object of a batch in one
   `write_many` call (one pack) and moves each journal ref once.
 
 The core has no clock and no randomness: `sleep` and `random` are injected. A
 `Journal` instance is not thread-safe; safety between threads and processes comes
-from the ref store's compare-and-swap, so use one instance per thread.
+from the ref store's locks, so use one instance per thread.
 """
 
 from __future__ import annotations
@@ -27,12 +29,11 @@ from ledger_core._envelope import SignedEvent
 from ledger_core._gitobj import GitObject, ObjectId
 from ledger_core._journal_commit import journal_commit
 from ledger_core._names import RefName, journal_ref, validate_namespace
-from ledger_core._ports import KeyResolver, ObjectStore, RefStore
+from ledger_core._ports import KeyResolver, ObjectStore, RefLock, RefStore
 from ledger_core.errors import (
     BadSignature,
     Conflict,
     LedgerError,
-    RefConflict,
     RefLocked,
     UlidReused,
     UnknownActor,
@@ -44,11 +45,16 @@ Gate = Callable[[str, SignedEvent], None]
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Exponential backoff with jitter: try `tries` times, waiting about base·2^n, at most cap."""
+    """Exponential backoff with jitter: try `tries` times, waiting about base·2^n, at most cap.
 
-    tries: int = 6
-    base: float = 0.025
-    cap: float = 0.5
+    A busy journal lock is held for a few milliseconds by whoever has it, so the
+    defaults poll often and give up only after several seconds (a lock that looks
+    abandoned is reported at once instead).
+    """
+
+    tries: int = 200
+    base: float = 0.002
+    cap: float = 0.05
 
     def delay(self, attempt: int, rnd: float) -> float:
         ceiling = min(self.cap, self.base * (2**attempt))
@@ -76,11 +82,27 @@ class AppendResult:
 
 
 @dataclass
+class _Plan:
+    """What one attempt will write to one journal."""
+
+    ref: RefName
+    objects: list[GitObject] = field(default_factory=list)
+    new_head: ObjectId | None = None
+    results: dict[int, AppendResult] = field(default_factory=dict)
+
+
+@dataclass
 class _UlidIndex:
     """ULID → (commit, Event-CID) for one journal, valid up to `head`."""
 
     head: ObjectId | None = None
     seen: dict[str, tuple[ObjectId, str]] = field(default_factory=dict)
+
+    def add(self, plan: _Plan) -> None:
+        for res in plan.results.values():
+            if not res.duplicate:
+                self.seen[res.ulid] = (res.commit, res.event_cid)
+        self.head = plan.new_head
 
 
 def verify_signed(signed: SignedEvent, keys: KeyResolver) -> None:
@@ -156,11 +178,16 @@ class Journal:
             if attempt:
                 self._sleep(self.retry.delay(attempt - 1, self._random()))
             lost = self._try_commit(items, pending, results)
+            for ref, exc in list(lost.items()):
+                if isinstance(exc, RefLocked) and exc.stale:  # waiting will not help
+                    for i in pending[ref]:
+                        results[i] = exc
+                    del lost[ref]
             pending = {ref: pending[ref] for ref in lost}
         for ref, indices in pending.items():
             last = lost[ref]
             error: LedgerError = last if isinstance(last, RefLocked) else Conflict(
-                f"journal {ref} kept moving; gave up after {self.retry.tries} tries")
+                f"journal {ref} stayed busy; gave up after {self.retry.tries} tries")
             for i in indices:
                 results[i] = error
         done = [r for r in results if r is not None]
@@ -171,59 +198,76 @@ class Journal:
                     pending: dict[RefName, list[int]],
                     results: list[AppendResult | LedgerError | None],
                     ) -> dict[RefName, Conflict]:
-        """One attempt: build every journal's new commits, write once, CAS each ref.
+        """One attempt: lock every journal it can, build, write once, move each ref.
 
-        Returns the refs that lost a race (with the error) and must be tried again.
+        Returns the refs whose lock was busy (with the error): they are tried again.
         """
-        plans: list[tuple[RefName, ObjectId | None, ObjectId, dict[int, AppendResult]]] = []
-        objects: list[GitObject] = []
-        for ref, indices in pending.items():
-            head = self.refs.get(ref)
-            index = self._index(ref, head)
-            parent = head
-            planned: dict[int, AppendResult] = {}
-            batch_seen: dict[str, tuple[ObjectId, str]] = {}
-            for i in indices:
-                ns, signed = items[i]
-                ulid = signed.event.ulid
-                known = index.seen.get(ulid) or batch_seen.get(ulid)
-                if known is not None:
-                    if known[1] != signed.cid:
-                        results[i] = UlidReused(
-                            f"ulid {ulid} is already in {ref} as {known[1]} "
-                            f"(commit {known[0]}), with different content")
-                    else:
-                        planned[i] = AppendResult(ns, ref, known[0], signed.cid, ulid,
-                                                  signed.event.actor, True)
-                    continue
-                new_objects, parent = journal_commit(signed, parent)
-                objects.extend(new_objects)
-                batch_seen[ulid] = (parent, signed.cid)
-                planned[i] = AppendResult(ns, ref, parent, signed.cid, ulid,
-                                          signed.event.actor, False)
-            if parent is not None and parent != head:
-                plans.append((ref, head, parent, planned))
-            else:
-                for i, res in planned.items():
-                    results[i] = res
-
-        if objects:
-            self.objects.write_many(objects)
-        lost: dict[RefName, Conflict] = {}
-        for ref, head, new_head, planned in plans:
+        held: dict[RefName, RefLock] = {}
+        busy: dict[RefName, Conflict] = {}
+        try:
+            for ref in pending:
+                try:
+                    held[ref] = self.refs.lock(ref)
+                except RefLocked as exc:
+                    busy[ref] = exc
+                except LedgerError as exc:
+                    for i in pending[ref]:
+                        results[i] = exc
+            plans = [self._plan(items, ref, held[ref].old, pending[ref], results) for ref in held]
+            objects = [obj for plan in plans for obj in plan.objects]
             try:
-                self.refs.compare_and_swap(ref, head, new_head)
-            except (RefConflict, RefLocked) as exc:
-                lost[ref] = exc
+                if objects:
+                    self.objects.write_many(objects)
+            except LedgerError as exc:
+                for plan in plans:
+                    for i in plan.results:
+                        results[i] = exc
+                return busy
+            for plan in plans:
+                try:
+                    if plan.new_head is not None:
+                        held[plan.ref].commit(plan.new_head)
+                        self._indexes[plan.ref].add(plan)
+                except LedgerError as exc:
+                    for i in plan.results:
+                        results[i] = exc
+                    continue
+                for i, res in plan.results.items():
+                    results[i] = res
+        finally:
+            for lock in held.values():
+                lock.release()
+        return busy
+
+    def _plan(self, items: Sequence[tuple[str, SignedEvent]], ref: RefName,
+              head: ObjectId | None, indices: list[int],
+              results: list[AppendResult | LedgerError | None]) -> _Plan:
+        """Build the new commits of one journal on `head` (read under its lock)."""
+        index = self._index(ref, head)
+        plan = _Plan(ref)
+        parent = head
+        batch_seen: dict[str, tuple[ObjectId, str]] = {}
+        for i in indices:
+            ns, signed = items[i]
+            ulid = signed.event.ulid
+            known = index.seen.get(ulid) or batch_seen.get(ulid)
+            if known is not None:
+                if known[1] != signed.cid:
+                    results[i] = UlidReused(
+                        f"ulid {ulid} is already in {ref} as {known[1]} "
+                        f"(commit {known[0]}), with different content")
+                else:
+                    plan.results[i] = AppendResult(ns, ref, known[0], signed.cid, ulid,
+                                                   signed.event.actor, True)
                 continue
-            index = self._indexes[ref]
-            for res in planned.values():
-                if not res.duplicate:
-                    index.seen[res.ulid] = (res.commit, res.event_cid)
-            index.head = new_head
-            for i, res in planned.items():
-                results[i] = res
-        return lost
+            new_objects, parent = journal_commit(signed, parent)
+            plan.objects.extend(new_objects)
+            batch_seen[ulid] = (parent, signed.cid)
+            plan.results[i] = AppendResult(ns, ref, parent, signed.cid, ulid,
+                                           signed.event.actor, False)
+        if parent != head:
+            plan.new_head = parent
+        return plan
 
     # -- the ULID index -----------------------------------------------------------
 

@@ -14,7 +14,7 @@ from typing import Protocol
 from ledger_core._gitobj import Commit, GitObject, ObjectId, TreeEntry, parse_commit, parse_tree
 from ledger_core._keys import PublicKeyText
 from ledger_core._names import RefName
-from ledger_core.errors import CorruptObject
+from ledger_core.errors import CorruptObject, RefConflict
 
 
 class ObjectStore(ABC):
@@ -58,30 +58,74 @@ class ObjectStore(ABC):
         return self._read_kind(oid, "blob")
 
 
+class RefLock(ABC):
+    """An exclusive lock on one ref, holding the value read under the lock.
+
+    `commit(new)` moves the ref and ends the lock; leaving the `with` block without a
+    commit (or on an error) releases the lock and leaves the ref as it was.
+    """
+
+    def __init__(self, name: RefName, old: ObjectId | None) -> None:
+        self.name = name
+        self.old = old
+
+    @abstractmethod
+    def commit(self, new: ObjectId) -> None:
+        """Set the ref to `new` and release the lock. Raises `StorageError`; the ref is then unchanged."""
+
+    @abstractmethod
+    def release(self) -> None:
+        """Give the lock up without changing the ref. Safe to call twice or after `commit`."""
+
+    def __enter__(self) -> RefLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 class RefStore(ABC):
-    """Named pointers to commits, changed only by compare-and-swap."""
+    """Named pointers to commits, changed only under an exclusive per-ref lock.
+
+    `lock` is the primitive; `compare_and_swap` is built on it. A writer that holds
+    the lock reads, decides and writes without any other writer in between, so
+    concurrent appends queue on the lock instead of redoing work after lost races.
+    """
 
     @abstractmethod
     def get(self, name: RefName) -> ObjectId | None:
         """The ref's current value, or `None` if it does not exist."""
 
     @abstractmethod
+    def lock(self, name: RefName) -> RefLock:
+        """Take the ref's lock without waiting and read its value under it.
+
+        Raises:
+            RefLocked: another writer holds it (`stale` is true when the lock looks
+                abandoned by a crashed writer); nothing was changed.
+            RefInTheWay: the ref does not exist and a ref named like a folder or a
+                file of this name is in the way.
+            InvalidName: `name` is not a valid ref name.
+            StorageError: I/O failure.
+        """
+
+    @abstractmethod
+    def list(self, prefix: str) -> dict[RefName, ObjectId]:
+        """Every ref whose name starts with `prefix`, sorted by name."""
+
     def compare_and_swap(self, name: RefName, expected: ObjectId | None, new: ObjectId) -> None:
         """Set `name` to `new` if and only if it currently equals `expected`.
 
         `expected=None` means "the ref must not exist yet" (the zero OID).
 
         Raises:
-            RefConflict: the ref holds another value (`actual` says which).
-            RefLocked: another writer holds the ref's lock, or a stale lock is left.
-            RefInTheWay: a ref named like a folder or a file of this name exists.
-            InvalidName: `name` is not a valid ref name.
-            StorageError: I/O failure; the ref is unchanged.
+            RefConflict: the ref holds another value (`actual` says which); unchanged.
+            RefLocked, RefInTheWay, InvalidName, StorageError: as for `lock`.
         """
-
-    @abstractmethod
-    def list(self, prefix: str) -> dict[RefName, ObjectId]:
-        """Every ref whose name starts with `prefix`, sorted by name."""
+        with self.lock(name) as held:
+            if held.old != expected:
+                raise RefConflict(name, expected, held.old)
+            held.commit(new)
 
 
 class KeyResolver(Protocol):

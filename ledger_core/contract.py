@@ -23,7 +23,7 @@ from ledger_core._gitobj import (
 )
 from ledger_core._names import RefName
 from ledger_core._ports import ObjectStore, RefStore
-from ledger_core.errors import InvalidName, NotFound, RefConflict, RefInTheWay
+from ledger_core.errors import InvalidName, NotFound, RefConflict, RefInTheWay, RefLocked
 
 OID_A = ObjectId("a" * 40)
 OID_B = ObjectId("b" * 40)
@@ -183,6 +183,49 @@ class RefStoreContract:
         """`get` of a ref that does not exist returns `None`."""
         refs = self.make_refs()
         assert refs.get(RefName("refs/gatos/missing")) is None
+
+    def test_lock_excludes_other_writers(self) -> None:
+        """While one writer holds a ref's lock, a second `lock` and a CAS get `RefLocked`."""
+        import pytest
+
+        refs = self.make_refs()
+        name = RefName("refs/gatos/locked")
+        refs.compare_and_swap(name, None, OID_A)
+        with refs.lock(name) as held:
+            assert held.old == OID_A
+            with pytest.raises(RefLocked):
+                refs.lock(name)
+            with pytest.raises(RefLocked):
+                refs.compare_and_swap(name, OID_A, OID_B)
+        assert refs.get(name) == OID_A
+        refs.compare_and_swap(name, OID_A, OID_B)
+        assert refs.get(name) == OID_B
+
+    def test_lock_commit_moves_and_releases(self) -> None:
+        """`commit` moves the ref and frees the lock; a release after it changes nothing."""
+        refs = self.make_refs()
+        name = RefName("refs/gatos/journal/ns/user/bob")
+        held = refs.lock(name)
+        assert held.old is None
+        held.commit(OID_C)
+        held.release()
+        assert refs.get(name) == OID_C
+        with refs.lock(name) as again:
+            assert again.old == OID_C
+
+    def test_lock_released_without_commit_changes_nothing(self) -> None:
+        """Leaving the `with` block (even on an error) leaves the ref and frees the lock."""
+        refs = self.make_refs()
+        name = RefName("refs/gatos/y")
+        refs.compare_and_swap(name, None, OID_A)
+        try:
+            with refs.lock(name):
+                raise ValueError("boom")
+        except ValueError:
+            pass
+        assert refs.get(name) == OID_A
+        assert refs.list("refs/gatos/") == {RefName("refs/gatos/y"): OID_A}
+        refs.compare_and_swap(name, OID_A, OID_B)
 
     def test_create_with_expected_none(self) -> None:
         """CAS with `expected=None` creates a ref that does not exist."""

@@ -109,6 +109,10 @@ class RefLocked(Conflict):
 
     code = "LOCKED"
 
+    def __init__(self, reason: str, *, stale: bool = False) -> None:
+        super().__init__(reason)
+        self.stale = stale
+
 
 class RefInTheWay(LedgerError):
     """A ref cannot be created because a file or folder of that name is in the way."""

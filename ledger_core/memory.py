@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ledger_core._gitobj import GitObject, ObjectId
+from ledger_core._gitobj import GitObject, ObjectId, validate_oid
 from ledger_core._names import RefName, validate_ref_name
-from ledger_core._ports import ObjectStore, RefStore
-from ledger_core.errors import NotFound, RefConflict, RefInTheWay
+from ledger_core._ports import ObjectStore, RefLock, RefStore
+from ledger_core.errors import NotFound, RefInTheWay, RefLocked
 
 
 class MemoryObjectStore(ObjectStore):
@@ -38,23 +38,40 @@ class MemoryObjectStore(ObjectStore):
         return len(self._objects)
 
 
+class _MemoryRefLock(RefLock):
+    def __init__(self, store: MemoryRefStore, name: RefName, old: ObjectId | None) -> None:
+        super().__init__(name, old)
+        self._store = store
+
+    def commit(self, new: ObjectId) -> None:
+        if self.name not in self._store._held:
+            raise RefLocked(f"the lock on {self.name} was already released")
+        self._store._refs[self.name] = validate_oid(new)
+        self.release()
+
+    def release(self) -> None:
+        self._store._held.discard(self.name)
+
+
 class MemoryRefStore(RefStore):
     def __init__(self) -> None:
         self._refs: dict[RefName, ObjectId] = {}
+        self._held: set[RefName] = set()
 
     def get(self, name: RefName) -> ObjectId | None:
         return self._refs.get(validate_ref_name(name))
 
-    def compare_and_swap(self, name: RefName, expected: ObjectId | None, new: ObjectId) -> None:
+    def lock(self, name: RefName) -> RefLock:
         name = validate_ref_name(name)
-        actual = self._refs.get(name)
-        if actual != expected:
-            raise RefConflict(name, expected, actual)
-        if actual is None:
+        if name in self._held:
+            raise RefLocked(f"ref {name} is locked by another writer")
+        old = self._refs.get(name)
+        if old is None:
             for other in self._refs:
                 if other.startswith(name + "/") or name.startswith(other + "/"):
                     raise RefInTheWay(f"cannot create {name}: ref {other} is in the way")
-        self._refs[name] = new
+        self._held.add(name)
+        return _MemoryRefLock(self, name, old)
 
     def list(self, prefix: str) -> dict[RefName, ObjectId]:
         return {k: self._refs[k] for k in sorted(self._refs) if k.startswith(prefix)}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import threading
-import zlib
 from collections.abc import Sequence
 
 import pygit2
@@ -12,6 +11,7 @@ from pygit2.enums import ObjectType
 
 from ledger_core import GitObject, ObjectId, ObjectStore
 from ledger_core.errors import CorruptObject, NotFound
+from ledger_git._deflate import deflate
 from ledger_git._pack import write_pack
 from ledger_git.errors import map_git_errors
 
@@ -50,12 +50,10 @@ class GitObjectStore(ObjectStore):
         oid = obj.oid
         folder = os.path.join(self.objects_dir, oid[:2])
         path = os.path.join(folder, oid[2:])
-        if os.path.exists(path):
-            return
         if folder not in self._folders:
             os.makedirs(folder, exist_ok=True)
             self._folders.add(folder)
-        body = zlib.compress(f"{obj.kind} {len(obj.data)}\0".encode() + obj.data, 1)
+        body = deflate(f"{obj.kind} {len(obj.data)}\0".encode() + obj.data)
         tmp = f"{folder}/tmp_obj_{os.getpid()}_{threading.get_ident()}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o444)
         try:

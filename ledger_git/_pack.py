@@ -16,6 +16,7 @@ import zlib
 from collections.abc import Sequence
 
 from ledger_core import GitObject
+from ledger_git._deflate import deflate
 
 _TYPE_CODES = {"commit": 1, "tree": 2, "blob": 3}
 
@@ -40,7 +41,7 @@ def build_pack(objects: Sequence[GitObject]) -> tuple[bytes, bytes, str]:
     pack = bytearray(b"PACK" + struct.pack(">II", 2, len(unique)))
     rows: list[tuple[bytes, int, int]] = []  # (raw oid, crc32, offset)
     for oid, obj in unique.items():
-        entry = _entry_header(obj.kind, len(obj.data)) + zlib.compress(obj.data, 1)
+        entry = _entry_header(obj.kind, len(obj.data)) + deflate(obj.data)
         rows.append((bytes.fromhex(oid), zlib.crc32(entry), len(pack)))
         pack += entry
     pack_sum = hashlib.sha1(pack, usedforsecurity=False).digest()

@@ -16,11 +16,10 @@ import contextlib
 import os
 import time
 
-from ledger_core import ObjectId, RefName, RefStore, validate_ref_name
+from ledger_core import ObjectId, RefLock, RefName, RefStore, validate_ref_name
 from ledger_core._gitobj import validate_oid
 from ledger_core.errors import (
     CorruptObject,
-    RefConflict,
     RefInTheWay,
     RefLocked,
     StorageError,
@@ -30,9 +29,12 @@ from ledger_core.errors import (
 class FileRefStore(RefStore):
     """Loose refs under `git_dir`, falling back to `packed-refs` for reads."""
 
-    def __init__(self, git_dir: str, *, durable: bool = False) -> None:
+    def __init__(self, git_dir: str, *, durable: bool = False, stale_after: float = 30.0) -> None:
         self.git_dir = git_dir
         self.durable = durable
+        # A lock older than this is reported as stale at once instead of waited on:
+        # no GATOS or git writer holds a ref lock for more than milliseconds.
+        self.stale_after = stale_after
         self._packed_stamp: tuple[int, int, int] | None = None
         self._packed: dict[str, ObjectId] = {}
 
@@ -120,15 +122,12 @@ class FileRefStore(RefStore):
                 raise RefInTheWay(
                     f"cannot create ref {name}: ref {'/'.join(parts[:i])} is in the way")
 
-    def compare_and_swap(self, name: RefName, expected: ObjectId | None, new: ObjectId) -> None:
+    def lock(self, name: RefName) -> RefLock:
         name = validate_ref_name(name)
-        validate_oid(new)
-        if expected is None:
-            self._check_in_the_way(name)
         path = self._path(name)
         lock = path + ".lock"
         try:
-            if expected is None or not os.path.isdir(os.path.dirname(path)):
+            if not os.path.isdir(os.path.dirname(path)):
                 os.makedirs(os.path.dirname(path), exist_ok=True)
         except (NotADirectoryError, FileExistsError):
             raise RefInTheWay(f"cannot create ref {name}: a ref is in the way") from None
@@ -137,40 +136,71 @@ class FileRefStore(RefStore):
         try:
             fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
-            raise RefLocked(_locked_message(name, lock)) from None
+            raise _locked(name, lock, self.stale_after) from None
         except OSError as exc:
             raise StorageError(f"locking ref {name}: {exc.strerror}") from exc
-        renamed = False
+        held = _FileRefLock(self, name, None, fd, lock, path)
         try:
-            actual = self.get(name)
-            if actual != expected:
-                raise RefConflict(name, expected, actual)
-            os.write(fd, f"{new}\n".encode("ascii"))
-            if self.durable:
-                os.fsync(fd)
-            os.close(fd)
-            fd = -1
-            os.replace(lock, path)
-            renamed = True
-            if self.durable:
-                _fsync_dir(os.path.dirname(path))
+            held.old = self.get(name)
+            if held.old is None:
+                self._check_in_the_way(name)
+        except BaseException:
+            held.release()
+            raise
+        return held
+
+
+class _FileRefLock(RefLock):
+    """`<ref>.lock`, created with O_EXCL; committing writes it and renames it over the ref."""
+
+    def __init__(self, store: FileRefStore, name: RefName, old: ObjectId | None,
+                 fd: int, lock: str, path: str) -> None:
+        super().__init__(name, old)
+        self._store = store
+        self._fd = fd
+        self._lock = lock
+        self._path = path
+        self._done = False
+
+    def commit(self, new: ObjectId) -> None:
+        if self._done:
+            raise RefLocked(f"the lock on {self.name} was already released")
+        validate_oid(new)
+        try:
+            os.write(self._fd, f"{new}\n".encode("ascii"))
+            if self._store.durable:
+                os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+            os.replace(self._lock, self._path)
+            self._done = True
+            if self._store.durable:
+                _fsync_dir(os.path.dirname(self._path))
         except OSError as exc:
-            raise StorageError(f"updating ref {name}: {exc.strerror}") from exc
+            raise StorageError(f"updating ref {self.name}: {exc.strerror}") from exc
         finally:
-            if fd >= 0:
-                os.close(fd)
-            if not renamed:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(lock)
+            self.release()
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        if not self._done:
+            self._done = True
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._lock)
 
 
-def _locked_message(name: str, lock: str) -> str:
+def _locked(name: str, lock: str, stale_after: float) -> RefLocked:
     try:
-        age = f", {time.time() - os.stat(lock).st_mtime:.0f}s old"
+        age = time.time() - os.stat(lock).st_mtime
     except OSError:
-        age = ""
-    return (f"ref {name} is locked ({lock} exists{age}): another writer is updating it, or a "
-            "crashed one left the lock behind; if no git or gatos process is writing, remove it")
+        age = 0.0
+    stale = age > stale_after
+    why = ("it looks left behind by a crashed writer" if stale
+           else "another writer is updating it, or a crashed one left the lock behind")
+    return RefLocked(f"ref {name} is locked ({lock} exists, {age:.0f}s old): {why}; "
+                     "if no git or gatos process is writing, remove it", stale=stale)
 
 
 def _fsync_dir(path: str) -> None:

@@ -6,6 +6,8 @@ import json
 import os
 import stat
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import nacl.signing
@@ -154,16 +156,34 @@ def test_verify_names_a_forged_commit(node: Path) -> None:
 
 
 def test_stale_lock_is_reported_clearly_and_never_overwritten(node: Path) -> None:
-    """A <ref>.lock left by a crash gives LOCKED naming the file; the ref stays as it was."""
+    """A <ref>.lock left by a crash gives LOCKED naming the file at once; the ref stays as it was."""
     out = add(node, "--ns", "n", "--type", "a", "--payload", "{}")
     lock = node / ".git" / (out["ref"] + ".lock")
     lock.write_text("garbage\n")
+    os.utime(lock, (time.time() - 3600, time.time() - 3600))
     before = snapshot(node)
+    started = time.monotonic()
     result = gatos(node, "event", "add", "--ns", "n", "--type", "a", "--payload", "{}")
     assert result.returncode == 2 and "LOCKED" in result.stderr and str(lock) in result.stderr
+    assert "crashed writer" in result.stderr and time.monotonic() - started < 5
     assert snapshot(node)[0] == before[0]
     lock.unlink()
     assert gatos(node, "event", "add", "--ns", "n", "--type", "a", "--payload", "{}").returncode == 0
+
+
+def test_a_busy_lock_is_waited_for(node: Path) -> None:
+    """A lock held briefly by another writer (here: git's own lock file) delays the append, no error."""
+    out = add(node, "--ns", "n", "--type", "a", "--payload", "{}")
+    lock = node / ".git" / (out["ref"] + ".lock")
+    lock.write_text("held\n")
+    timer = threading.Timer(0.5, lock.unlink)
+    timer.start()
+    try:
+        result = gatos(node, "event", "add", "--ns", "n", "--type", "a", "--payload", '{"i":2}')
+    finally:
+        timer.join()
+    assert result.returncode == 0, result.stderr
+    assert int(git(node, "rev-list", "--count", out["ref"])) == 2
 
 
 def test_git_gatos_is_the_same_cli(node: Path) -> None:

@@ -15,6 +15,7 @@ from ledger_core import (
     Journal,
     ObjectId,
     PublicKeyText,
+    RefLock,
     RefName,
     RefStore,
     RetryPolicy,
@@ -38,7 +39,6 @@ from ledger_core.errors import (
     InvalidNamespace,
     LedgerError,
     NotFound,
-    RefConflict,
     RefLocked,
     UlidReused,
     UnknownActor,
@@ -119,19 +119,33 @@ def chain(objects: MemoryObjectStore, head: ObjectId | None) -> list[ObjectId]:
     return found[::-1]
 
 
+class _CountedLock(RefLock):
+    def __init__(self, owner: CountingRefs, inner: RefLock) -> None:
+        super().__init__(inner.name, inner.old)
+        self.owner, self.inner = owner, inner
+
+    def commit(self, new: ObjectId) -> None:
+        self.owner.commits[self.name] = self.owner.commits.get(self.name, 0) + 1
+        self.inner.commit(new)
+
+    def release(self) -> None:
+        self.inner.release()
+
+
 class CountingRefs(RefStore):
-    """Delegates to a memory ref store and counts compare-and-swap calls per ref."""
+    """Delegates to a memory ref store and counts lock attempts and ref moves per ref."""
 
     def __init__(self, inner: RefStore | None = None) -> None:
         self.inner = inner or MemoryRefStore()
-        self.cas_calls: dict[str, int] = {}
+        self.cas_calls: dict[str, int] = {}  # lock attempts
+        self.commits: dict[str, int] = {}
 
     def get(self, name: RefName) -> ObjectId | None:
         return self.inner.get(name)
 
-    def compare_and_swap(self, name: RefName, expected: ObjectId | None, new: ObjectId) -> None:
+    def lock(self, name: RefName) -> RefLock:
         self.cas_calls[name] = self.cas_calls.get(name, 0) + 1
-        self.inner.compare_and_swap(name, expected, new)
+        return _CountedLock(self, self.inner.lock(name))
 
     def list(self, prefix: str) -> dict[RefName, ObjectId]:
         return self.inner.list(prefix)
@@ -279,7 +293,7 @@ def test_append_many_group_commit() -> None:
     refs = CountingRefs()
     journal, objects, _, _ = make_journal(refs=refs)
     journal.append(NS, signed(1))
-    writes, cas = objects.write_calls, dict(refs.cas_calls)
+    writes, cas = objects.write_calls, dict(refs.commits)
     items = [
         (NS, signed(2)),
         (NS, signed(3, key=MALLORY)),
@@ -295,8 +309,8 @@ def test_append_many_group_commit() -> None:
     results = journal.append_many(items)
     assert objects.write_calls == writes + 1
     bob_ref = journal_ref(NS, "user:bob")
-    assert refs.cas_calls[ALICE_REF] == cas[ALICE_REF] + 1
-    assert refs.cas_calls[bob_ref] == 1
+    assert refs.commits[ALICE_REF] == cas[ALICE_REF] + 1
+    assert refs.commits[bob_ref] == 1
     kinds = [type(r).__name__ for r in results]
     assert kinds == ["AppendResult", "BadSignature", "AppendResult", "UnknownActor",
                      "AppendResult", "AppendResult", "AppendResult", "UlidReused",
@@ -320,7 +334,7 @@ def test_append_many_all_refused_writes_nothing() -> None:
     assert [type(r).__name__ for r in results] == ["AppendResult", "BadSignature"]
     assert state(objects, refs) == before
     assert objects.write_calls == writes
-    assert refs.cas_calls[ALICE_REF] == 1
+    assert refs.commits[ALICE_REF] == 1
 
 
 def test_append_many_empty() -> None:
@@ -334,7 +348,7 @@ def test_append_many_empty() -> None:
 
 
 class RacingRefs(CountingRefs):
-    """Before the first CAS, another writer appends `intruder` to the journal."""
+    """At the first lock attempt another writer holds the lock and appends `intruder`."""
 
     def __init__(self, objects: MemoryObjectStore, intruder: SignedEvent) -> None:
         super().__init__()
@@ -342,18 +356,20 @@ class RacingRefs(CountingRefs):
         self.intruder = intruder
         self.raced = False
 
-    def compare_and_swap(self, name: RefName, expected: ObjectId | None, new: ObjectId) -> None:
+    def lock(self, name: RefName) -> RefLock:
         if not self.raced:
             self.raced = True
+            self.cas_calls[name] = self.cas_calls.get(name, 0) + 1
             head = self.inner.get(name)
             new_objects, commit = journal_commit(self.intruder, head)
             self.objects.write_many(new_objects)
             self.inner.compare_and_swap(name, head, commit)
-        super().compare_and_swap(name, expected, new)
+            raise RefLocked(f"{name} is locked by the other writer")
+        return super().lock(name)
 
 
 def test_lost_race_is_retried_linearly() -> None:
-    """A CAS lost to another writer is retried on the new head; history stays linear."""
+    """A lock held by another writer is retried and the event lands on the new head; linear."""
     objects = MemoryObjectStore()
     refs = RacingRefs(objects, signed(100))
     clock = Recorder()
@@ -392,27 +408,27 @@ def test_lost_race_to_a_reused_ulid() -> None:
 
 
 class AlwaysConflicting(CountingRefs):
-    """Every CAS loses (or finds a lock): the journal must give up after its tries."""
+    """Every lock attempt finds the lock taken: the journal must give up after its tries."""
 
     def __init__(self, error: Callable[[RefName, ObjectId | None], LedgerError]) -> None:
         super().__init__()
         self.error = error
 
-    def compare_and_swap(self, name: RefName, expected: ObjectId | None, new: ObjectId) -> None:
+    def lock(self, name: RefName) -> RefLock:
         self.cas_calls[name] = self.cas_calls.get(name, 0) + 1
-        raise self.error(name, expected)
+        raise self.error(name, None)
 
 
 def test_endless_conflict_gives_up_with_backoff() -> None:
-    """After `tries` lost CASes the append fails with `CONFLICT`; sleeps grow with jitter."""
-    refs = AlwaysConflicting(lambda name, expected: RefConflict(name, expected, "f" * 40))
+    """After `tries` busy locks the append fails with `LOCKED`; sleeps grow with jitter."""
+    refs = AlwaysConflicting(lambda name, expected: RefLocked(f"{name} is locked"))
     clock = Recorder(jitter=[0.0, 1.0, 0.3, 0.9, 0.1, 0.6, 0.2])
     retry = RetryPolicy(tries=7, base=0.025, cap=0.5)
     journal, _, _, _ = make_journal(refs=refs, retry=retry, clock=clock)
     with pytest.raises(Conflict) as info:
         journal.append(NS, signed(1))
-    assert type(info.value) is Conflict
-    assert info.value.code == "CONFLICT"
+    assert type(info.value) is RefLocked
+    assert info.value.code == "LOCKED"
     assert refs.cas_calls[ALICE_REF] == 7
     assert len(clock.sleeps) == 6
     ceilings = [min(0.5, 0.025 * 2**i) for i in range(6)]
@@ -427,9 +443,10 @@ def test_endless_conflict_gives_up_with_backoff() -> None:
 
 def test_backoff_without_jitter_increases() -> None:
     """With constant jitter the delays double until the cap."""
-    refs = AlwaysConflicting(lambda name, expected: RefConflict(name, expected, "f" * 40))
+    refs = AlwaysConflicting(lambda name, expected: RefLocked(f"{name} is locked"))
     clock = Recorder(jitter=[1.0])
-    journal, _, _, _ = make_journal(refs=refs, clock=clock)
+    journal, _, _, _ = make_journal(refs=refs, clock=clock,
+                                    retry=RetryPolicy(tries=6, base=0.025, cap=0.5))
     with pytest.raises(Conflict):
         journal.append(NS, signed(1))
     assert clock.sleeps == pytest.approx([0.025, 0.05, 0.1, 0.2, 0.4])
@@ -446,9 +463,19 @@ def test_endless_lock_reports_locked() -> None:
     assert refs.cas_calls[ALICE_REF] == 3
 
 
+def test_stale_lock_fails_at_once() -> None:
+    """A lock that looks abandoned is reported as `LOCKED` at once, without waiting."""
+    refs = AlwaysConflicting(lambda name, expected: RefLocked(f"{name} is stale", stale=True))
+    clock = Recorder()
+    journal, _, _, _ = make_journal(refs=refs, clock=clock)
+    with pytest.raises(RefLocked):
+        journal.append(NS, signed(1))
+    assert refs.cas_calls[ALICE_REF] == 1 and clock.sleeps == []
+
+
 def test_retry_policy_delay_bounds() -> None:
     """`RetryPolicy.delay` stays within [ceiling/2, ceiling] with ceiling = min(cap, base·2^n)."""
-    policy = RetryPolicy()
+    policy = RetryPolicy(tries=6, base=0.025, cap=0.5)
     assert policy.delay(0, 0.0) == pytest.approx(0.0125)
     assert policy.delay(0, 1.0) == pytest.approx(0.025)
     assert policy.delay(10, 1.0) == pytest.approx(0.5)
