@@ -1,0 +1,123 @@
+"""Group commit: concurrent appends gathered into one `append_many` (one pack, one ref move).
+
+Requests queue here; one writer thread takes whatever is queued (up to `max_batch`,
+waiting at most `max_delay` for more once the first arrives) and appends it as one
+batch. Each request is answered only after the ref update of its batch. While a batch
+is being written the next one fills up, so batching grows with load and a lone client
+waits at most `max_delay` extra. A full queue answers `BUSY` at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from gatosd.errors import busy, shutting_down
+from ledger_core import AppendResult, SignedEvent
+from ledger_core.errors import LedgerError
+
+AppendMany = Callable[[Sequence[tuple[str, SignedEvent]]], list[AppendResult | LedgerError]]
+
+
+@dataclass(frozen=True)
+class GroupCommitConfig:
+    max_batch: int = 512
+    max_delay: float = 0.001
+    max_queue: int = 10_000
+
+
+class GroupCommitter:
+    """Serializes all journal writes of the daemon through one thread, in batches."""
+
+    def __init__(self, append_many: AppendMany, config: GroupCommitConfig | None = None,
+                 on_batch: Callable[[int, float], None] | None = None) -> None:
+        self._append_many = append_many
+        self.config = config or GroupCommitConfig()
+        self._queue: asyncio.Queue[tuple[str, SignedEvent, asyncio.Future[AppendResult]]] = (
+            asyncio.Queue(self.config.max_queue))
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gatos-writer")
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._on_batch = on_batch
+        self._writing = False
+        self.batches = 0
+        self.events = 0
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="group-commit")
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize()
+
+    async def submit(self, ns: str, signed: SignedEvent) -> AppendResult:
+        """Append through the next batch; return once the ref update is done."""
+        if self._closing:
+            raise shutting_down()
+        future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
+        try:
+            self._queue.put_nowait((ns, signed, future))
+        except asyncio.QueueFull:
+            raise busy(f"the append queue is full ({self.config.max_queue} waiting)") from None
+        # Shielded: a client that disconnects must not cancel a write already queued;
+        # the event is either written with its batch or not at all, never half.
+        return await asyncio.shield(future)
+
+    async def _collect(self) -> list[tuple[str, SignedEvent, asyncio.Future[AppendResult]]]:
+        batch = [await self._queue.get()]
+        deadline = time.monotonic() + self.config.max_delay
+        while len(batch) < self.config.max_batch:
+            try:
+                batch.append(self._queue.get_nowait())
+                continue
+            except asyncio.QueueEmpty:
+                pass
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+            except TimeoutError:
+                break
+        return batch
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._collect()
+            self._writing = True
+            items = [(ns, signed) for ns, signed, _ in batch]
+            started = time.perf_counter()
+            try:
+                results: list[AppendResult | LedgerError | BaseException] = list(
+                    await loop.run_in_executor(self._executor, self._append_many, items))
+            except Exception as exc:  # the store failed as a whole: every item gets the error
+                results = [exc] * len(batch)
+            elapsed = time.perf_counter() - started
+            self.batches += 1
+            self.events += len(batch)
+            if self._on_batch:
+                self._on_batch(len(batch), elapsed)
+            for (_, _, future), result in zip(batch, results, strict=True):
+                if future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
+            self._writing = False
+
+    async def close(self) -> None:
+        """Refuse new appends, write everything already queued, stop the writer thread."""
+        self._closing = True
+        while self._task is not None and (self._writing or not self._queue.empty()):
+            await asyncio.sleep(0.002)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._executor.shutdown(wait=True)

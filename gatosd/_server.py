@@ -1,0 +1,259 @@
+"""The asyncio JSONL server: connections, dispatch, keep-alive, limits, shutdown.
+
+Thin glue around the sans-I/O `LineFramer` and the `Registry`. What it guarantees:
+
+* a bad line gets an error frame and the connection lives on; nothing a client sends
+  can raise out of a connection task;
+* memory per connection is bounded: one partial line (`max_line`), `max_inflight`
+  requests (more are answered `BUSY`), `out_queue` reply frames (handlers wait when it
+  is full, so a client that does not read slows only itself) and a reader that does
+  not drain for `write_timeout` is dropped;
+* a partial line that does not complete within `line_timeout` closes the connection
+  (`TIMEOUT`); an idle connection is pinged every `ping_interval` and closed if it
+  stays silent for another interval;
+* on TCP the first frame must carry the bearer token (`"token": "…"`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from gatosd._framing import DEFAULT_MAX_LINE, LineError, LineFramer, encode_frame
+from gatosd._registry import Registry
+from gatosd.errors import ProtocolError, bad_frame, busy, timeout, unauthorized, unknown_type
+from ledger_core.errors import LedgerError
+
+log = logging.getLogger("gatosd")
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_line: int = DEFAULT_MAX_LINE
+    max_inflight: int = 256
+    max_connections: int = 1024
+    out_queue: int = 1024
+    line_timeout: float = 30.0
+    ping_interval: float = 30.0
+    write_timeout: float = 30.0
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"max_line": self.max_line, "max_inflight": self.max_inflight,
+                "max_connections": self.max_connections, "line_timeout_s": self.line_timeout,
+                "ping_interval_s": self.ping_interval}
+
+
+class _Request:
+    """The `Context` a handler gets: the request id and a way to push frames."""
+
+    def __init__(self, conn: Connection, request_id: Any) -> None:
+        self._conn = conn
+        self.request_id = request_id
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        await self._conn.send({**frame, "id": self.request_id})
+
+
+class Connection:
+    def __init__(self, server: Server, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter, *, token: str | None) -> None:
+        self.server = server
+        self.reader = reader
+        self.writer = writer
+        self.token = token
+        self.authenticated = token is None
+        self.framer = LineFramer(server.limits.max_line)
+        self.out: asyncio.Queue[bytes | None] = asyncio.Queue(server.limits.out_queue)
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.closing = False
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        if not self.closing:
+            await self.out.put(encode_frame(frame))
+
+    def send_nowait(self, frame: dict[str, Any]) -> None:
+        with contextlib.suppress(asyncio.QueueFull):
+            self.out.put_nowait(encode_frame(frame))
+
+    async def _writer_loop(self) -> None:
+        limits = self.server.limits
+        try:
+            while True:
+                data = await self.out.get()
+                if data is None:
+                    break
+                self.writer.write(data)
+                if self.writer.transport.get_write_buffer_size() > 64 * 1024:
+                    await asyncio.wait_for(self.writer.drain(), limits.write_timeout)
+            await asyncio.wait_for(self.writer.drain(), limits.write_timeout)
+        except (TimeoutError, ConnectionError, OSError):
+            self.closing = True
+            self.writer.transport.abort()
+
+    async def run(self) -> None:
+        writer_task = asyncio.create_task(self._writer_loop())
+        try:
+            await self._reader_loop()
+        finally:
+            if self.tasks:  # answer what was asked before the client hung up
+                await asyncio.wait(self.tasks, timeout=self.server.limits.write_timeout)
+            with contextlib.suppress(asyncio.QueueFull):
+                self.out.put_nowait(None)
+            if not writer_task.done():
+                try:
+                    await asyncio.wait_for(writer_task, self.server.limits.write_timeout)
+                except TimeoutError:
+                    writer_task.cancel()
+            with contextlib.suppress(Exception):
+                self.writer.close()
+
+    async def _reader_loop(self) -> None:
+        limits = self.server.limits
+        pinged = False
+        while not self.server.stopping:
+            wait = limits.line_timeout if self.framer.pending else limits.ping_interval
+            try:
+                data = await asyncio.wait_for(self.reader.read(65536), wait)
+            except TimeoutError:
+                if self.framer.pending:
+                    await self.send({"ok": False, "id": None, "error": timeout(
+                        f"a line stayed incomplete for {limits.line_timeout:g}s").to_wire()})
+                    return
+                if pinged:
+                    return  # silent through a whole ping interval: gone
+                await self.send({"kind": "ping"})
+                pinged = True
+                continue
+            except (ConnectionError, OSError):
+                return
+            if not data:
+                return
+            pinged = False
+            for item in self.framer.feed(data):
+                if isinstance(item, LineError):
+                    await self.send({"ok": False, "id": item.id, "error": item.error.to_wire()})
+                    continue
+                if not await self._accept(item):
+                    return
+
+    async def _accept(self, frame: dict[str, Any]) -> bool:
+        """Route one parsed frame. Returns False when the connection must close."""
+        kind = frame.get("kind")
+        if kind == "ping":
+            await self.send({"kind": "pong"})
+            return True
+        if kind == "pong":
+            return True
+        request_id = frame.get("id")
+        if not self.authenticated:
+            given = frame.get("token")
+            if not isinstance(given, str) or not hmac.compare_digest(given, self.token or ""):
+                await self.send({"ok": False, "id": request_id, "error": unauthorized(
+                    "the first frame must carry the daemon's bearer token as \"token\"").to_wire()})
+                return False
+            self.authenticated = True
+        if len(self.tasks) >= self.server.limits.max_inflight:
+            await self.send({"ok": False, "id": request_id, "error": busy(
+                f"{self.server.limits.max_inflight} requests already in flight on this "
+                "connection").to_wire()})
+            return True
+        task = asyncio.create_task(self._handle(frame, request_id))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return True
+
+    async def _handle(self, frame: dict[str, Any], request_id: Any) -> None:
+        try:
+            if request_id is not None and not isinstance(request_id, (str, int)):
+                raise bad_frame("`id` must be a string or an integer")
+            name = frame.get("type")
+            if not isinstance(name, str):
+                raise bad_frame("a request needs a string `type` (or `kind` for ping/pong)")
+            method = self.server.registry.get(name)
+            if method is None:
+                raise unknown_type(name)
+            ctx = _Request(self, request_id)
+            if method.stream:
+                await self.send({"ack": True, "id": request_id})
+            result = await method.handler(ctx, frame)
+            await self.send({**result, "ok": True, "id": request_id})
+        except LedgerError as exc:
+            await self.send({"ok": False, "id": request_id, "error": exc.to_wire()})
+        except Exception:
+            log.exception("request %r failed", request_id)
+            await self.send({"ok": False, "id": request_id, "error": {
+                "code": "INTERNAL", "reason": "internal error; see the daemon's log"}})
+
+
+class Server:
+    """Accepts connections on any number of transports and serves the registry."""
+
+    def __init__(self, registry: Registry, limits: Limits | None = None) -> None:
+        self.registry = registry
+        self.limits = limits or Limits()
+        self.connections: set[Connection] = set()
+        self.stopping = False
+        self._servers: list[asyncio.AbstractServer] = []
+        self._conn_tasks: set[asyncio.Task[None]] = set()
+
+    async def serve_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                           *, token: str | None = None) -> None:
+        """Serve one connection until it closes."""
+        if self.stopping or len(self.connections) >= self.limits.max_connections:
+            reason = "the daemon is shutting down" if self.stopping else (
+                f"too many connections (limit {self.limits.max_connections})")
+            with contextlib.suppress(Exception):
+                writer.write(encode_frame({"ok": False, "id": None,
+                                           "error": ProtocolError(reason, "BUSY").to_wire()}))
+                await asyncio.wait_for(writer.drain(), 1.0)
+                writer.close()
+            return
+        conn = Connection(self, reader, writer, token=token)
+        self.connections.add(conn)
+        task = asyncio.current_task()
+        if task is not None:
+            self._conn_tasks.add(task)
+        try:
+            await conn.run()
+        finally:
+            self.connections.discard(conn)
+            if task is not None:
+                self._conn_tasks.discard(task)
+
+    async def listen_unix(self, path: str) -> None:
+        import os
+
+        server = await asyncio.start_unix_server(self.serve_stream, path=path,
+                                                 limit=self.limits.max_line)
+        os.chmod(path, 0o600)
+        self._servers.append(server)
+
+    async def listen_tcp(self, host: str, port: int, token: str) -> int:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await self.serve_stream(reader, writer, token=token)
+
+        server = await asyncio.start_server(serve, host=host, port=port)
+        self._servers.append(server)
+        return int(server.sockets[0].getsockname()[1])
+
+    async def stop_accepting(self) -> None:
+        self.stopping = True
+        for server in self._servers:
+            server.close()
+        for server in self._servers:
+            with contextlib.suppress(Exception):
+                await server.wait_closed()
+
+    async def drain(self, grace: float) -> None:
+        """Wait for in-flight requests of every connection, then let the connections end."""
+        tasks = {t for conn in self.connections for t in conn.tasks}
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace)
+        for conn in list(self.connections):
+            conn.reader.feed_eof()  # ends its read loop; replies already queued still go out
+        if self._conn_tasks:
+            await asyncio.wait(set(self._conn_tasks), timeout=grace)

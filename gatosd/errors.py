@@ -1,0 +1,60 @@
+"""Errors of the daemon's protocol layer. Ledger errors keep their own codes on the wire."""
+
+from __future__ import annotations
+
+from ledger_core.errors import LedgerError
+
+
+class ProtocolError(LedgerError):
+    """A request the daemon cannot serve as sent."""
+
+    code = "BAD_FRAME"
+
+    def __init__(self, reason: str, code: str | None = None, rule: str | None = None) -> None:
+        super().__init__(reason)
+        if code is not None:
+            self.code = code
+        self.rule = rule
+
+    def to_wire(self) -> dict[str, str]:
+        wire = super().to_wire()
+        if self.rule:
+            wire["rule"] = self.rule
+        return wire
+
+
+def bad_frame(reason: str) -> ProtocolError:
+    return ProtocolError(reason, "BAD_FRAME")
+
+
+def unknown_type(name: object) -> ProtocolError:
+    return ProtocolError(f"unknown request type {name!r}; `hello` lists the methods", "UNKNOWN_TYPE")
+
+
+def too_large(limit: int) -> ProtocolError:
+    return ProtocolError(f"line over the {limit}-byte limit; it was dropped", "TOO_LARGE")
+
+
+def busy(reason: str) -> ProtocolError:
+    return ProtocolError(reason, "BUSY")
+
+
+def timeout(reason: str) -> ProtocolError:
+    return ProtocolError(reason, "TIMEOUT")
+
+
+def unauthorized(reason: str) -> ProtocolError:
+    return ProtocolError(reason, "UNAUTHORIZED")
+
+
+def shutting_down() -> ProtocolError:
+    return ProtocolError("the daemon is shutting down", "SHUTTING_DOWN")
+
+
+# The closed set of codes a client can see (documented in docs/protocol.md).
+WIRE_CODES: tuple[str, ...] = (
+    "BAD_ENCODING", "BAD_FRAME", "BAD_SIGNATURE", "BUSY", "CONFLICT", "CORRUPT", "INTERNAL",
+    "INVALID_EVENT", "INVALID_NAME", "INVALID_NS", "LOCKED", "NOT_FOUND", "NOT_FAST_FORWARD",
+    "POLICY_DENY", "REF_IN_THE_WAY", "SHUTTING_DOWN", "STORAGE", "TIMEOUT", "TOO_LARGE",
+    "ULID_REUSED", "UNAUTHORIZED", "UNKNOWN_ACTOR", "UNKNOWN_SIG_ALG", "UNKNOWN_TYPE",
+)
