@@ -56,14 +56,30 @@ def parse_frame(line: bytes) -> dict[str, Any]:
         raise bad_frame(f"not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise bad_frame(f"a frame is a JSON object, not {type(value).__name__}")
-    if line.count(b'":') > len(value):  # cheap pre-check; only then look for duplicates
+    # Cheap pre-check: every key of every object is followed by one ':' (more colons may
+    # sit inside strings), so with fewer keys than colons a duplicate may have been merged.
+    if line.count(b":") > _count_keys(value):
         try:
             json.loads(line, object_pairs_hook=_unique)
         except _Duplicate as exc:
             raise bad_frame(str(exc)) from None
-        except (ValueError, RecursionError):
+        except RecursionError:
+            raise bad_frame("nested too deeply") from None
+        except ValueError:
             pass
     return value
+
+
+def _count_keys(value: Any) -> int:
+    total, stack = 0, [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            total += len(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return total
 
 
 def encode_frame(frame: dict[str, Any]) -> bytes:
@@ -83,6 +99,11 @@ class LineFramer:
     def pending(self) -> int:
         """Bytes of an incomplete line held right now."""
         return len(self._buffer)
+
+    @property
+    def in_line(self) -> bool:
+        """True while a line has started and not ended (held, or being dropped as too long)."""
+        return bool(self._buffer) or self._discarding
 
     def feed(self, data: bytes) -> list[dict[str, Any] | LineError]:
         """Consume bytes; return the frames and errors of every line completed by them."""
@@ -132,6 +153,17 @@ def _guess_id(line: bytes) -> Any:
         value = json.loads(line)
     except (ValueError, RecursionError):
         return None
-    if isinstance(value, dict) and isinstance(value.get("id"), (str, int)):
-        return value["id"]
+    if not isinstance(value, dict):
+        return None
+    # The id goes back out through orjson: only what it can encode (no lone surrogates,
+    # no integers past 64 bits) may be echoed, or the error reply itself would fail.
+    found = value.get("id")
+    if isinstance(found, str):
+        try:
+            found.encode("utf-8")
+        except UnicodeEncodeError:
+            return None
+        return found
+    if isinstance(found, int) and not isinstance(found, bool) and -2**63 <= found < 2**64:
+        return found
     return None

@@ -69,6 +69,7 @@ class GroupCommitter:
 
     async def _collect(self) -> list[tuple[str, SignedEvent, asyncio.Future[AppendResult]]]:
         batch = [await self._queue.get()]
+        self._writing = True  # from here close() must wait: these items are off the queue
         deadline = time.monotonic() + self.config.max_delay
         while len(batch) < self.config.max_batch:
             try:
@@ -89,7 +90,6 @@ class GroupCommitter:
         loop = asyncio.get_running_loop()
         while True:
             batch = await self._collect()
-            self._writing = True
             items = [(ns, signed) for ns, signed, _ in batch]
             started = time.perf_counter()
             try:

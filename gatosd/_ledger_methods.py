@@ -24,6 +24,7 @@ from ledger_core import (
     read_range,
     validate_namespace,
 )
+from ledger_core.errors import InvalidEvent
 
 PROTOCOL_VERSION = 1
 DAEMON_VERSION = "0.1.0"
@@ -125,11 +126,15 @@ class LedgerMethods:
                 raise bad_frame(f"unknown event field(s): {', '.join(sorted(map(str, extra)))}")
             if "payload" not in body:
                 raise bad_frame("`event.payload` is required")
+            caps = body.get("caps")
+            if caps is not None and (not isinstance(caps, list)
+                                     or not all(isinstance(c, str) for c in caps)):
+                raise InvalidEvent("`event.caps` must be a list of strings")
             who = body.get("actor", actor)
             event = self.front.build_event(
                 type=body.get("type"), payload=body["payload"],
                 actor=normalize_actor(who) if who is not None else None,
-                ulid=body.get("ulid"), ts=body.get("ts"), caps=body.get("caps"))
+                ulid=body.get("ulid"), ts=body.get("ts"), caps=caps)
             if "policy_root" in body or "sig_alg" in body:
                 event = Event.from_value({**event.to_value(),
                                           **{k: body[k] for k in ("policy_root", "sig_alg") if k in body}})

@@ -93,6 +93,8 @@ class Connection:
         except (TimeoutError, ConnectionError, OSError):
             self.closing = True
             self.writer.transport.abort()
+            while not self.out.empty():  # wake handlers blocked on a full queue; drop replies
+                self.out.get_nowait()
 
     async def run(self) -> None:
         writer_task = asyncio.create_task(self._writer_loop())
@@ -113,13 +115,23 @@ class Connection:
 
     async def _reader_loop(self) -> None:
         limits = self.server.limits
+        loop = asyncio.get_running_loop()
         pinged = False
+        # `line_timeout` bounds a whole line, not each read: a client trickling one byte
+        # at a time must not hold a connection (and its buffer) forever.
+        line_deadline: float | None = None
         while not self.server.stopping:
-            wait = limits.line_timeout if self.framer.pending else limits.ping_interval
+            if self.framer.in_line:
+                if line_deadline is None:
+                    line_deadline = loop.time() + limits.line_timeout
+                wait = max(0.0, line_deadline - loop.time())
+            else:
+                line_deadline = None
+                wait = limits.ping_interval
             try:
                 data = await asyncio.wait_for(self.reader.read(65536), wait)
             except TimeoutError:
-                if self.framer.pending:
+                if self.framer.in_line:
                     await self.send({"ok": False, "id": None, "error": timeout(
                         f"a line stayed incomplete for {limits.line_timeout:g}s").to_wire()})
                     return
@@ -133,6 +145,8 @@ class Connection:
             if not data:
                 return
             pinged = False
+            if b"\n" in data:
+                line_deadline = None  # the partial line now held (if any) started in `data`
             for item in self.framer.feed(data):
                 if isinstance(item, LineError):
                     await self.send({"ok": False, "id": item.id, "error": item.error.to_wire()})
@@ -151,7 +165,8 @@ class Connection:
         request_id = frame.get("id")
         if not self.authenticated:
             given = frame.get("token")
-            if not isinstance(given, str) or not hmac.compare_digest(given, self.token or ""):
+            if not isinstance(given, str) or not hmac.compare_digest(
+                    given.encode(), (self.token or "").encode()):
                 await self.send({"ok": False, "id": request_id, "error": unauthorized(
                     "the first frame must carry the daemon's bearer token as \"token\"").to_wire()})
                 return False

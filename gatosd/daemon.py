@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -73,6 +74,18 @@ def _take_instance_lock(path: str) -> int:
     return fd
 
 
+def _socket_in_use(path: str) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(path)
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
 def _read_token(path: str) -> str:
     with open(path, encoding="utf-8") as handle:
         token = handle.read().strip()
@@ -119,8 +132,13 @@ async def run(config: DaemonConfig, ready: asyncio.Event | None = None) -> int:
             if len(socket_path.encode()) > MAX_UNIX_PATH:
                 raise LedgerError(f"socket path {socket_path} is longer than {MAX_UNIX_PATH} "
                                   "bytes; pass a shorter --socket")
+            # Our lock covers the repository, not a --socket path shared with another
+            # repository's daemon: only a socket nobody answers on is a leftover to remove.
+            if _socket_in_use(socket_path):
+                raise LedgerError(f"socket {socket_path} is in use by another process; "
+                                  "pass another --socket")
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(socket_path)  # a leftover of a killed daemon: we hold the lock
+                os.unlink(socket_path)  # a leftover of a killed daemon
             await server.listen_unix(socket_path)
             state["socket"] = socket_path
         if config.listen:
@@ -131,6 +149,12 @@ async def run(config: DaemonConfig, ready: asyncio.Event | None = None) -> int:
         if config.metrics:
             host, _ = parse_loopback(config.metrics)
             state["metrics"] = f"{host}:{metrics.serve(config.metrics)}"
+        # Signal handlers before announcing readiness: a SIGTERM sent as soon as a client
+        # sees the ready line must take the graceful path.
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
         with open(state_path + ".tmp", "w", encoding="utf-8") as handle:
             json.dump(state, handle)
         os.replace(state_path + ".tmp", state_path)
@@ -138,10 +162,6 @@ async def run(config: DaemonConfig, ready: asyncio.Event | None = None) -> int:
         if not config.stdio:
             print(json.dumps({"ready": True, **state}), file=sys.stderr, flush=True)
 
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
         if ready is not None:
             ready.set()
         waiters = [asyncio.create_task(stop.wait())]
@@ -158,7 +178,7 @@ async def run(config: DaemonConfig, ready: asyncio.Event | None = None) -> int:
         return 0
     finally:
         methods.close()
-        for path in (state_path, socket_path):
+        for path in (state_path, state.get("socket")):
             if path:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)

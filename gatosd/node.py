@@ -86,6 +86,7 @@ class Node:
                                sleep=time.sleep, random=random.random)
         self._signing_keys: dict[str, SigningKey] = {}
         self._max_event_bytes: int | None = None
+        self._default_actor: str | None = None
 
     @classmethod
     def open(cls, path: str, *, durable: bool = False) -> Node:
@@ -114,10 +115,13 @@ class Node:
 
     @property
     def default_actor(self) -> str:
-        actor = self.repo.config_get(CONFIG_ACTOR)
-        if actor is None:
-            raise NoActor("this node has no default actor: run `gatos init` or pass --actor")
-        return validate_actor(actor)
+        """`gatos.actor` from git config, read once per Node (it is set by `gatos init`)."""
+        if self._default_actor is None:
+            actor = self.repo.config_get(CONFIG_ACTOR)
+            if actor is None:
+                raise NoActor("this node has no default actor: run `gatos init` or pass --actor")
+            self._default_actor = validate_actor(actor)
+        return self._default_actor
 
     @property
     def max_event_bytes(self) -> int:

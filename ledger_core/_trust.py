@@ -43,16 +43,19 @@ class TrustStore:
         self._cache_head: ObjectId | None = None
         self._cache: dict[str, tuple[PublicKeyText, ...]] = {}
 
-    def all_keys(self) -> dict[str, tuple[PublicKeyText, ...]]:
-        """Every actor's trusted keys, as of the current trust ref."""
+    def _current(self) -> dict[str, tuple[PublicKeyText, ...]]:
         head = self.refs.get(TRUST_REF)
         if head != self._cache_head:
             self._cache = self._load(head)
             self._cache_head = head
-        return dict(self._cache)
+        return self._cache
+
+    def all_keys(self) -> dict[str, tuple[PublicKeyText, ...]]:
+        """Every actor's trusted keys, as of the current trust ref."""
+        return dict(self._current())
 
     def keys_for(self, actor: str) -> Sequence[PublicKeyText]:
-        return self.all_keys().get(actor, ())
+        return self._current().get(actor, ())
 
     def _load(self, head: ObjectId | None) -> dict[str, tuple[PublicKeyText, ...]]:
         if head is None:

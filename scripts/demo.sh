@@ -30,4 +30,32 @@ echo "== plain git: the journal and one event, read with git alone"
 git -C "$NODE" log --oneline refs/gatos/journal/finance/user/demo
 git -C "$NODE" cat-file -p refs/gatos/journal/finance/user/demo^{tree}
 git -C "$NODE" fsck --strict --no-dangling
+
+echo "== gatosd: the daemon on the same node (unix socket .git/gatos/gatosd.sock, mode 0600)"
+gatosd --repo "$NODE" 2>"$NODE/.git/gatos/gatosd.log" &
+DAEMON=$!
+trap 'kill -TERM $DAEMON 2>/dev/null || true' EXIT
+for _ in $(seq 50); do [ -S "$NODE/.git/gatos/gatosd.sock" ] && break; sleep 0.1; done
+SOCK="$NODE/.git/gatos/gatosd.sock"
+echo "-- raw JSONL (with socat: echo '<frame>' | socat - UNIX-CONNECT:$SOCK)"
+python3 - "$SOCK" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); f = s.makefile("rwb")
+for line in (b'{"type":"append_event","id":"01A","ns":"finance","actor":"demo","event":{"type":"invoice.created","payload":{"id":"INV-2"}}}',
+             b'{"type":"journal.head","id":"01B","ns":"finance","actor":"demo"}'):
+    f.write(line + b"\n"); f.flush(); print(f.readline().decode().strip())
+PY
+echo "-- the Python client (gatosd.client), signing locally"
+.venv/bin/python - "$NODE" <<'PY'
+import sys
+from gatosd.client import Client
+with Client.for_repo(sys.argv[1]) as client:
+    print(client.hello()["methods"])
+    print(client.append_event("finance", "invoice.paid", {"id": "INV-2"}))
+    print(len(client.journal_read("finance", "user:demo")), "events in user:demo's journal")
+PY
+echo "-- gatos uses the running daemon"
+gatos status
+kill -TERM $DAEMON; wait $DAEMON; trap - EXIT
+echo "gatosd stopped cleanly (SIGTERM flushes and exits 0)"
 echo "demo node: $NODE"
