@@ -45,7 +45,7 @@ class GroupCommitter:
         self._on_batch = on_batch
         self._writing = False
         self.batches = 0
-        self.events = 0
+        self.events = 0  # new events appended (not duplicates, not refused)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="group-commit")
@@ -99,7 +99,7 @@ class GroupCommitter:
                 results = [exc] * len(batch)
             elapsed = time.perf_counter() - started
             self.batches += 1
-            self.events += len(batch)
+            self.events += sum(isinstance(r, AppendResult) and not r.duplicate for r in results)
             if self._on_batch:
                 self._on_batch(len(batch), elapsed)
             for (_, _, future), result in zip(batch, results, strict=True):

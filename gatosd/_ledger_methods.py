@@ -130,6 +130,9 @@ class LedgerMethods:
             if caps is not None and (not isinstance(caps, list)
                                      or not all(isinstance(c, str) for c in caps)):
                 raise InvalidEvent("`event.caps` must be a list of strings")
+            if actor is not None and "actor" in body and \
+                    normalize_actor(body["actor"]) != normalize_actor(actor):
+                raise bad_frame("`actor` and `event.actor` name different actors")
             who = body.get("actor", actor)
             event = self.front.build_event(
                 type=body.get("type"), payload=body["payload"],

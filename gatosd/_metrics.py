@@ -54,3 +54,16 @@ def parse_loopback(address: str) -> tuple[str, int]:
         raise ProtocolError(f"{address!r} is not a loopback HOST:PORT (e.g. 127.0.0.1:9464)",
                             "BAD_FRAME") from None
     return host, port
+
+
+class MetricsObserver:
+    """Feeds the server's connection count and error codes into the metrics."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def connections(self, count: int) -> None:
+        self._metrics.connections.set(count)
+
+    def failed(self, code: str) -> None:
+        self._metrics.errors.labels(code=code).inc()

@@ -1,9 +1,11 @@
 """The handler registry: each plane adds its methods here, the server core never changes.
 
 A handler is `async def handler(ctx, frame) -> dict`. Long-running methods are
-registered with `stream=True`: the server answers `{"ack": true, "id": …}` at once,
-the handler pushes progress or data frames with `await ctx.send({...})` (keyed by the
-request id, with backpressure), and its return value is the final `ok` frame.
+registered with `stream=True`: the server answers `{"ack": true, "id": …}` at once.
+Any handler may push progress or data frames with `await ctx.send({...})` (keyed by
+the request id, with backpressure); the first one is preceded by the ack if none was
+sent yet, so a short answer stays one frame and a long one is always ack, frames,
+final. The handler's return value is the final `ok` frame.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ class Context(Protocol):
     """What a handler may use of the connection that sent the request."""
 
     request_id: Any
+
+    async def ack(self) -> None: ...
 
     async def send(self, frame: dict[str, Any]) -> None: ...
 

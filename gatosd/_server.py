@@ -53,8 +53,16 @@ class _Request:
     def __init__(self, conn: Connection, request_id: Any) -> None:
         self._conn = conn
         self.request_id = request_id
+        self.acked = False
+
+    async def ack(self) -> None:
+        """Say "working on it" (once): before the first streamed frame of any request."""
+        if not self.acked:
+            self.acked = True
+            await self._conn.send({"ack": True, "id": self.request_id})
 
     async def send(self, frame: dict[str, Any]) -> None:
+        await self.ack()
         await self._conn.send({**frame, "id": self.request_id})
 
 
@@ -157,6 +165,12 @@ class Connection:
     async def _accept(self, frame: dict[str, Any]) -> bool:
         """Route one parsed frame. Returns False when the connection must close."""
         kind = frame.get("kind")
+        if kind is not None and not self.authenticated:
+            # Keep-alive is for authenticated clients only: otherwise an anonymous TCP
+            # client could hold a connection slot forever by pinging.
+            await self.send({"ok": False, "id": None, "error": unauthorized(
+                "authenticate first: the first frame must carry the bearer token").to_wire()})
+            return False
         if kind == "ping":
             await self.send({"kind": "pong"})
             return True
@@ -183,7 +197,8 @@ class Connection:
 
     async def _handle(self, frame: dict[str, Any], request_id: Any) -> None:
         try:
-            if request_id is not None and not isinstance(request_id, (str, int)):
+            if request_id is not None and (not isinstance(request_id, (str, int))
+                                           or isinstance(request_id, bool)):
                 raise bad_frame("`id` must be a string or an integer")
             name = frame.get("type")
             if not isinstance(name, str):
@@ -193,23 +208,37 @@ class Connection:
                 raise unknown_type(name)
             ctx = _Request(self, request_id)
             if method.stream:
-                await self.send({"ack": True, "id": request_id})
+                await ctx.ack()
             result = await method.handler(ctx, frame)
             await self.send({**result, "ok": True, "id": request_id})
         except LedgerError as exc:
+            self.server.observer.failed(exc.code)
             await self.send({"ok": False, "id": request_id, "error": exc.to_wire()})
         except Exception:
             log.exception("request %r failed", request_id)
+            self.server.observer.failed("INTERNAL")
             await self.send({"ok": False, "id": request_id, "error": {
                 "code": "INTERNAL", "reason": "internal error; see the daemon's log"}})
+
+
+class Observer:
+    """What the server reports as it runs (metrics plug in here); the default ignores it."""
+
+    def connections(self, count: int) -> None:
+        """The number of open connections changed."""
+
+    def failed(self, code: str) -> None:
+        """A request was answered with an error of this code."""
 
 
 class Server:
     """Accepts connections on any number of transports and serves the registry."""
 
-    def __init__(self, registry: Registry, limits: Limits | None = None) -> None:
+    def __init__(self, registry: Registry, limits: Limits | None = None,
+                 observer: Observer | None = None) -> None:
         self.registry = registry
         self.limits = limits or Limits()
+        self.observer = observer or Observer()
         self.connections: set[Connection] = set()
         self.stopping = False
         self._servers: list[asyncio.AbstractServer] = []
@@ -229,6 +258,7 @@ class Server:
             return
         conn = Connection(self, reader, writer, token=token)
         self.connections.add(conn)
+        self.observer.connections(len(self.connections))
         task = asyncio.current_task()
         if task is not None:
             self._conn_tasks.add(task)
@@ -236,6 +266,7 @@ class Server:
             await conn.run()
         finally:
             self.connections.discard(conn)
+            self.observer.connections(len(self.connections))
             if task is not None:
                 self._conn_tasks.discard(task)
 

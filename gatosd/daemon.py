@@ -24,7 +24,7 @@ from typing import Any
 
 from gatosd._group_commit import GroupCommitConfig, GroupCommitter
 from gatosd._ledger_methods import LedgerMethods
-from gatosd._metrics import Metrics, parse_loopback
+from gatosd._metrics import Metrics, MetricsObserver, parse_loopback
 from gatosd._registry import Registry
 from gatosd._server import Limits, Server
 from gatosd.node import Node
@@ -118,7 +118,7 @@ async def run(config: DaemonConfig, ready: asyncio.Event | None = None) -> int:
 
     committer = GroupCommitter(writer_node.append_many, config.group, on_batch)
     registry = Registry()
-    server = Server(registry, config.limits)
+    server = Server(registry, config.limits, MetricsObserver(metrics))
     methods = LedgerMethods(os.path.realpath(config.repo), node, committer, server, metrics,
                             durable=config.durable)
     methods.register(registry)

@@ -54,7 +54,8 @@ def shutting_down() -> ProtocolError:
 # The closed set of codes a client can see (documented in docs/protocol.md).
 WIRE_CODES: tuple[str, ...] = (
     "BAD_ENCODING", "BAD_FRAME", "BAD_SIGNATURE", "BUSY", "CONFLICT", "CORRUPT", "INTERNAL",
-    "INVALID_EVENT", "INVALID_NAME", "INVALID_NS", "LOCKED", "NOT_FOUND", "NOT_FAST_FORWARD",
+    "INVALID_CONFIG", "INVALID_EVENT", "INVALID_NAME", "INVALID_NS", "LOCKED", "NO_ACTOR", "NOT_FOUND",
+    "NOT_FAST_FORWARD",
     "POLICY_DENY", "REF_IN_THE_WAY", "SHUTTING_DOWN", "STORAGE", "TIMEOUT", "TOO_LARGE",
     "ULID_REUSED", "UNAUTHORIZED", "UNKNOWN_ACTOR", "UNKNOWN_SIG_ALG", "UNKNOWN_TYPE",
 )

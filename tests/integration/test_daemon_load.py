@@ -99,5 +99,9 @@ def test_metrics_endpoint_exposes_the_spec_metrics_and_counts_appends(tmp_path: 
             after = scrape()
             assert _metric(after, "gatos_journal_appends_total") == 8  # a replay is not an append
             assert _metric(after, "gatos_journal_append_latency_ms_count") == 9
+            with daemon.client() as c:
+                c.request({"type": "no.such.method", "id": "x"})
+                assert _metric(scrape(), "gatos_connections") >= 1
+            assert 'gatos_requests_failed_total{code="UNKNOWN_TYPE"} 1.0' in scrape()
         finally:
             daemon.stop()

@@ -149,7 +149,9 @@ def test_journal_read_of_650_entries_streams_partial_frames_in_order(client: Jso
     assert len(replies) == total
     frames = client.request_frames({"type": "journal.read", "id": "read", "ns": "reading",
                                     "actor": "user:a"})
-    partial, final = frames[:-1], frames[-1]
+    ack, partial, final = frames[0], frames[1:-1], frames[-1]
+    assert ack == {"ack": True, "id": "read"}
+    frames = frames[1:]
     assert [len(f["entries"]) for f in partial] == [256, 256]
     assert all(f["partial"] is True and "ok" not in f for f in partial)
     assert final["ok"] is True and final["count"] == total and len(final["entries"]) == total - 512
@@ -385,3 +387,29 @@ def test_unix_socket_is_private(daemon: Daemon) -> None:
     probe = socket.socket(socket.AF_UNIX)
     probe.connect(daemon.socket)
     probe.close()
+
+
+def test_tcp_ping_before_the_token_closes_the_connection(daemon: Daemon) -> None:
+    """An anonymous TCP client cannot hold a connection slot by pinging."""
+    with daemon.tcp_client() as c:
+        c.send({"kind": "ping"})
+        reply = c.recv()
+        assert reply is not None and reply["error"]["code"] == "UNAUTHORIZED", reply
+        assert c.wait_closed() == []
+
+
+def test_node_signed_actor_mismatch_is_a_bad_frame(daemon: Daemon, client: JsonlClient) -> None:
+    """`actor` and `event.actor` naming different actors is refused, nothing is written."""
+    before = snapshot(daemon.repo)
+    frame = append_frame("mm", actor="user:a")
+    frame["event"]["actor"] = "user:james"
+    reply = client.request(frame)
+    assert reply["ok"] is False and reply["error"]["code"] == "BAD_FRAME", reply
+    assert_unchanged(daemon.repo, before)
+
+
+def test_boolean_id_is_a_bad_frame(client: JsonlClient) -> None:
+    """`"id": true` is not an integer id."""
+    client.send({"type": "hello", "id": True})
+    reply = client.recv()
+    assert reply is not None and reply["error"]["code"] == "BAD_FRAME", reply
