@@ -141,6 +141,10 @@ class NoActor(GatosError):
     code = "NO_ACTOR"
 
 
+class InvalidConfig(GatosError):
+    code = "INVALID_CONFIG"
+
+
 # -- local failures: raised by the client itself, never sent by a daemon ----------------
 
 
@@ -167,7 +171,7 @@ class BadReply(GatosError):
 
 
 _WIRE_CLASSES: tuple[type[GatosError], ...] = (
-    BadEncoding, BadFrame, BadSignature, Busy, Conflict, Corrupt, Internal, InvalidEvent,
+    BadEncoding, BadFrame, BadSignature, Busy, Conflict, Corrupt, Internal, InvalidConfig, InvalidEvent,
     InvalidName, InvalidNamespace, Locked, NoActor, NotFastForward, NotFound, PolicyDenied,
     RefInTheWay, ShuttingDown, StorageFailed, Timeout, TooLarge, UlidReused, Unauthorized,
     UnknownActor, UnknownSigAlg, UnknownType,

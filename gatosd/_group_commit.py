@@ -99,7 +99,8 @@ class GroupCommitter:
                 results = [exc] * len(batch)
             elapsed = time.perf_counter() - started
             self.batches += 1
-            self.events += sum(isinstance(r, AppendResult) and not r.duplicate for r in results)
+            self.events += sum(not isinstance(r, BaseException) and not getattr(r, "duplicate", False)
+                               for r in results)
             if self._on_batch:
                 self._on_batch(len(batch), elapsed)
             for (_, _, future), result in zip(batch, results, strict=True):

@@ -65,6 +65,7 @@ class LedgerMethods:
         self.started = time.monotonic()
         self._local = threading.local()
         self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="gatos-reader")
+        self._verifiers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="gatos-verify")
 
     def register(self, registry: Registry) -> None:
         registry.add("hello", self.hello)
@@ -76,6 +77,7 @@ class LedgerMethods:
 
     def close(self) -> None:
         self._readers.shutdown(wait=True)
+        self._verifiers.shutdown(wait=True)
 
     async def _read(self, fn: Callable[[Node], T]) -> T:
         def run() -> T:
@@ -142,6 +144,11 @@ class LedgerMethods:
                 event = Event.from_value({**event.to_value(),
                                           **{k: body[k] for k in ("policy_root", "sig_alg") if k in body}})
             signed = self.front.sign(event)
+        if sig is not None:  # ed25519 releases the GIL: verify beside the writer thread
+            await asyncio.get_running_loop().run_in_executor(
+                self._verifiers, self.front.check_signed, signed)
+        else:
+            self.front.check_signed(signed, signed_here=True)
         result = await self.committer.submit(ns, signed)
         if not result.duplicate:
             self.metrics.appends.inc()

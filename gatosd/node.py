@@ -38,8 +38,9 @@ from ledger_core import (
     validate_namespace,
     validate_ulid,
     verify_all,
+    verify_signed,
 )
-from ledger_core.errors import LedgerError
+from ledger_core.errors import BadSignature, LedgerError, UnknownActor
 from ledger_git import GitRepository, KeyExists, init_repository, open_repository
 
 POLICY_ACTIVE_REF = "refs/gatos/policies/active"
@@ -195,9 +196,24 @@ class Node:
     def append(self, ns: str, signed: SignedEvent) -> AppendResult:
         return self.journal.append(ns, signed)
 
-    def append_many(self, items: Sequence[tuple[str, SignedEvent]]
-                    ) -> list[AppendResult | LedgerError]:
-        return self.journal.append_many(items)
+    def append_many(self, items: Sequence[tuple[str, SignedEvent]], *,
+                    preverified: bool = False) -> list[AppendResult | LedgerError]:
+        return self.journal.append_many(items, preverified=preverified)
+
+    def check_signed(self, signed: SignedEvent, *, signed_here: bool = False) -> None:
+        """What `Journal.append` checks of a signature, done ahead of the writer.
+
+        An event this node just signed needs no ed25519 verification: it is enough that
+        the signing key's public key is trusted for the actor (a set lookup).
+        """
+        if not signed_here:
+            verify_signed(signed, self.trust)
+            return
+        trusted = self.trust.keys_for(signed.event.actor)
+        if not trusted:
+            raise UnknownActor(f"no trusted public key for actor {signed.event.actor}")
+        if self.signing_key(signed.event.actor).public_key not in trusted:
+            raise BadSignature(f"this node's key for {signed.event.actor} is not a trusted key")
 
     def add_event(self, ns: str, **fields: Any) -> AppendResult:
         """Build, sign with the node-held key, and append one event."""
