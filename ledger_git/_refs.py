@@ -37,6 +37,7 @@ class FileRefStore(RefStore):
         self.stale_after = stale_after
         self._packed_stamp: tuple[int, int, int] | None = None
         self._packed: dict[str, ObjectId] = {}
+        self._loose_cache: dict[str, tuple[tuple[int, int, int], ObjectId]] = {}
 
     def _path(self, name: str) -> str:
         return os.path.join(self.git_dir, name)
@@ -44,17 +45,32 @@ class FileRefStore(RefStore):
     # -- reading --------------------------------------------------------------------
 
     def _read_loose(self, name: str) -> ObjectId | None:
+        # A ref file is only ever replaced by renaming a new file over it, so the same
+        # inode and mtime mean the same content: one stat instead of open/read/close.
+        path = self._path(name)
         try:
-            with open(self._path(name), "rb") as handle:
+            st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise StorageError(f"reading ref {name}: {exc.strerror}") from exc
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        cached = self._loose_cache.get(name)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        try:
+            with open(path, "rb") as handle:
                 text = handle.read().decode("ascii", "replace").strip()
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
         except OSError as exc:
             raise StorageError(f"reading ref {name}: {exc.strerror}") from exc
         try:
-            return validate_oid(text)
+            value = validate_oid(text)
         except CorruptObject:
             raise CorruptObject(f"ref {name} holds {text[:60]!r}, not an object id") from None
+        self._loose_cache[name] = (stamp, value)
+        return value
 
     def _packed_refs(self) -> dict[str, ObjectId]:
         path = os.path.join(self.git_dir, "packed-refs")
