@@ -27,6 +27,7 @@ from gatosd._ledger_methods import LedgerMethods
 from gatosd._metrics import Metrics, MetricsObserver, parse_loopback
 from gatosd._registry import Registry
 from gatosd._server import Limits, Server
+from gatosd._writer_process import WriterProcess
 from gatosd.node import Node
 from ledger_core.errors import LedgerError
 
@@ -111,15 +112,14 @@ async def run(config: DaemonConfig, ready: asyncio.Event | None = None) -> int:
     lock_path, state_path, default_socket = state_paths(gatos_dir)
     lock_fd = _take_instance_lock(lock_path)
     metrics = Metrics()
-    writer_node = Node.open(config.repo, durable=config.durable)
+    # Journal writes happen in a child process (see _writer_process); the handlers
+    # verify every signature before an event reaches it.
+    writer = WriterProcess(node.repo.git_dir, durable=config.durable)
 
     def on_batch(size: int, _seconds: float) -> None:
         metrics.batch_size.observe(size)
 
-    def append_many(items: Any) -> Any:  # the handlers verified every signature already
-        return writer_node.append_many(items, preverified=True)
-
-    committer = GroupCommitter(append_many, config.group, on_batch)
+    committer = GroupCommitter(writer.append_many, config.group, on_batch)
     registry = Registry()
     server = Server(registry, config.limits, MetricsObserver(metrics))
     methods = LedgerMethods(os.path.realpath(config.repo), node, committer, server, metrics,
@@ -181,6 +181,7 @@ async def run(config: DaemonConfig, ready: asyncio.Event | None = None) -> int:
         return 0
     finally:
         methods.close()
+        writer.close()
         for path in (state_path, state.get("socket")):
             if path:
                 with contextlib.suppress(FileNotFoundError):

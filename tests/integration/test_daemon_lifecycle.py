@@ -250,3 +250,37 @@ def test_stdio_transport_answers_and_exits_on_eof(tmp_path: Path) -> None:
     entries = journal_entries(repo, "io", "user:a")
     assert [e["commit"] for e in entries] == [replies["a1"]["commit"]]
     assert not os.path.exists(repo / ".git" / "gatos" / "gatosd.json")
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            with open(stat) as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.split("/")[2]))
+    return found
+
+
+def test_a_killed_writer_process_fails_its_batch_and_is_replaced(tmp_path: Path) -> None:
+    """SIGKILL of the writer child: the next batch is STORAGE, then appends work again."""
+    repo = make_node(tmp_path / "node")
+    with short_dir() as sockets:
+        daemon = start_daemon(repo, socket_dir=sockets)
+        try:
+            with daemon.client() as c:
+                assert c.request(append_frame("w1", "w", actor="user:a"))["ok"] is True
+                writers = _children(daemon.pid)
+                assert writers, "the daemon has a writer process"
+                for pid in writers:
+                    os.kill(pid, 9)
+                time.sleep(0.2)
+                replies = [c.request(append_frame(f"w{i}", "w", actor="user:a")) for i in (2, 3)]
+                codes = [r["ok"] or r["error"]["code"] for r in replies]
+                assert codes in ([True, True], ["STORAGE", True]), replies
+            verify_ok(repo)
+        finally:
+            daemon.stop()
