@@ -19,6 +19,8 @@ from typing import Any
 import orjson
 
 from gatosd.errors import ProtocolError, bad_frame, too_large
+from ledger_core import unique_pairs
+from ledger_core.errors import EncodingError
 
 DEFAULT_MAX_LINE = 1024 * 1024
 
@@ -29,19 +31,6 @@ class LineError:
 
     error: ProtocolError
     id: Any = None
-
-
-class _Duplicate(ValueError):
-    pass
-
-
-def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _Duplicate(f"duplicate key {key!r}")
-        out[key] = value
-    return out
 
 
 def parse_frame(line: bytes) -> dict[str, Any]:
@@ -60,9 +49,9 @@ def parse_frame(line: bytes) -> dict[str, Any]:
     # sit inside strings), so with fewer keys than colons a duplicate may have been merged.
     if line.count(b":") > _count_keys(value):
         try:
-            json.loads(line, object_pairs_hook=_unique)
-        except _Duplicate as exc:
-            raise bad_frame(str(exc)) from None
+            json.loads(line, object_pairs_hook=unique_pairs)
+        except EncodingError as exc:
+            raise bad_frame(exc.reason) from None
         except RecursionError:
             raise bad_frame("nested too deeply") from None
         except ValueError:

@@ -6,7 +6,7 @@ ports and inject time and randomness.
 
 from __future__ import annotations
 
-from ledger_core._canonical_json import canonical_json, parse_json
+from ledger_core._canonical_json import canonical_json, parse_json, unique_pairs
 from ledger_core._dagcbor import check_value, decode, encode
 from ledger_core._envelope import (
     DEFAULT_MAX_EVENT_BYTES,
@@ -132,6 +132,7 @@ __all__ = [
     "sign_event",
     "timestamp_seconds",
     "ulid_ms",
+    "unique_pairs",
     "validate_actor",
     "validate_component",
     "validate_content_id",

@@ -41,7 +41,8 @@ def canonical_json(value: Any) -> bytes:
         raise EncodingError(f"cannot encode as canonical JSON: {exc}") from exc
 
 
-def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """`object_pairs_hook` for `json.loads` that refuses duplicate keys (`EncodingError`)."""
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
@@ -67,7 +68,7 @@ def parse_json(text: str | bytes, what: str = "JSON") -> Any:
     try:
         if isinstance(text, (bytes, bytearray)):
             text = bytes(text).decode("utf-8")
-        value = json.loads(text, object_pairs_hook=_unique_pairs, parse_constant=_reject_constant)
+        value = json.loads(text, object_pairs_hook=unique_pairs, parse_constant=_reject_constant)
     except UnicodeDecodeError as exc:
         raise EncodingError(f"{what} is not valid UTF-8: {exc.reason} at byte {exc.start}") from None
     except RecursionError:

@@ -75,7 +75,7 @@ class ObjectStoreContract:
     """What every `ObjectStore` adapter promises. Subclasses implement `make_store`."""
 
     def make_store(self) -> ObjectStore:
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} must define make_store()")
 
     def test_write_read_round_trip(self) -> None:
         """An object written can be read back with the same kind and bytes."""
@@ -177,7 +177,7 @@ class RefStoreContract:
     """What every `RefStore` adapter promises. Subclasses implement `make_refs`."""
 
     def make_refs(self) -> RefStore:
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} must define make_refs()")
 
     def test_missing_ref_is_none(self) -> None:
         """`get` of a ref that does not exist returns `None`."""

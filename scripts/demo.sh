@@ -45,7 +45,7 @@ for line in (b'{"type":"append_event","id":"01A","ns":"finance","actor":"demo","
              b'{"type":"journal.head","id":"01B","ns":"finance","actor":"demo"}'):
     f.write(line + b"\n"); f.flush(); print(f.readline().decode().strip())
 PY
-echo "-- the Python client (gatosd.client), signing locally"
+echo "-- the Python client (gatosd.client)"
 .venv/bin/python - "$NODE" <<'PY'
 import sys
 from gatosd.client import Client
