@@ -1,0 +1,322 @@
+"""The fold engine: journals → ordered events → sandboxed program → checkpoint.
+
+`Folder` works only through the ledger ports, so the same code runs on the
+in-memory adapter in unit tests and on a Git repository in the node.
+
+* `fold` continues from the newest checkpoint of the same fold (same spec bytes,
+  same engine) when the new events extend its order (`_order.extends`), and folds
+  from scratch otherwise; both give the same state for the same journal heads.
+* Nothing is written unless the whole fold succeeded: a failing program, a float in
+  the state or an exhausted limit leaves refs and objects as they were.
+* The checkpoint ref moves by compare-and-swap from the tip the fold started on.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import blake3
+
+from echo_fold._checkpoint import (
+    ENGINE,
+    Checkpoint,
+    Window,
+    build_checkpoint,
+    ledger_heads,
+    parse_trailer_lines,
+    policy_code_root,
+    state_ref,
+    state_root,
+)
+from echo_fold._numeric import rng_seed
+from echo_fold._order import Header, extends, max_key, merge
+from echo_fold._sandbox import Sandbox
+from echo_fold._source import NotAncestor, journal_heads, read_event, walk
+from echo_fold._spec import FoldSpec
+from echo_fold.errors import FoldError, ProgramError
+from ledger_core import (
+    JOURNAL_PREFIX,
+    ZERO_OID,
+    ObjectId,
+    ObjectStore,
+    RefStore,
+    parse_json,
+    validate_namespace,
+)
+from ledger_core.errors import Conflict, LedgerError, NotFound, RefConflict
+
+BATCH = 4096
+BASE_SEARCH = 256
+POLICY_ACTIVE_REF = "refs/gatos/policies/active"
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class Computed:
+    """A fold result before it is written."""
+
+    state: dict[str, Any]
+    window: Window
+    policy_root: str
+    new_events: int
+    base: Checkpoint | None
+
+
+@dataclass
+class FoldResult:
+    ns: str
+    commit: ObjectId
+    state_root: str
+    events: int
+    new_events: int
+    incremental: bool
+    written: bool
+    state: dict[str, Any] = field(repr=False)
+    spec: FoldSpec = field(repr=False)
+
+    def to_dict(self, channel: str | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "ns": self.ns, "commit": self.commit, "state_root": self.state_root,
+            "fold_id": self.spec.fold_id, "fold_version": self.spec.version,
+            "fold_root": self.spec.fold_root, "events": self.events,
+            "new_events": self.new_events, "incremental": self.incremental,
+            "written": self.written, "channels": list(self.spec.channels),
+        }
+        if channel is not None:
+            out["channel"] = channel
+            out["value"] = self.state[channel]
+        return out
+
+
+class Folder:
+    """Folds the journals of a node's namespaces into checkpoints."""
+
+    def __init__(self, objects: ObjectStore, refs: RefStore) -> None:
+        self.objects = objects
+        self.refs = refs
+
+    # -- reading checkpoints -----------------------------------------------------------
+
+    def journals(self, ns: str) -> dict[str, ObjectId]:
+        return dict(self.refs.list(JOURNAL_PREFIX + validate_namespace(ns) + "/"))
+
+    def read_checkpoint(self, oid: ObjectId) -> Checkpoint:
+        """A checkpoint commit with its trailers and every file of its tree."""
+        commit = self.objects.read_commit(oid)
+        files: dict[str, bytes] = {}
+        self._flatten(commit.tree, "", files)
+        return Checkpoint(oid, commit.parents[0] if commit.parents else None,
+                          parse_trailer_lines(commit.message), files)
+
+    def _flatten(self, tree: ObjectId, prefix: str, out: dict[str, bytes]) -> None:
+        for entry in self.objects.read_tree(tree):
+            path = prefix + entry.name
+            if entry.mode == "40000":
+                self._flatten(entry.oid, path + "/", out)
+            else:
+                out[path] = self.objects.read_blob(entry.oid)
+
+    def latest(self, ns: str) -> Checkpoint | None:
+        tip = self.refs.get(state_ref(ns))
+        return self.read_checkpoint(tip) if tip else None
+
+    @staticmethod
+    def stored_state(cp: Checkpoint, ns: str, channels: tuple[str, ...]) -> dict[str, Any]:
+        """`{channel: value}` from a checkpoint's files (raises `FoldError` if one is missing)."""
+        state: dict[str, Any] = {}
+        for i, channel in enumerate(channels):
+            path = f"state/{ns}.json" if i == 0 else f"state/{ns}/{channel}.json"
+            if path not in cp.tree:
+                raise FoldError(f"checkpoint {cp.commit} has no {path}")
+            state[channel] = parse_json(cp.tree[path], path)
+        return state
+
+    def _compatible(self, cp: Checkpoint, spec: FoldSpec) -> bool:
+        return (cp.first("Fold-Engine") == ENGINE and cp.first("Fold-Root") == spec.fold_root
+                and cp.tree.get("fold/spec.json") == spec.canonical())
+
+    def find_base(self, tip: ObjectId | None, spec: FoldSpec) -> Checkpoint | None:
+        """The newest checkpoint of this exact fold on the state ref, if its stored state is intact."""
+        oid = tip
+        for _ in range(BASE_SEARCH):
+            if oid is None:
+                return None
+            cp = self.read_checkpoint(oid)
+            if self._compatible(cp, spec):
+                try:
+                    state = self.stored_state(cp, spec.ns, spec.channels)
+                except (FoldError, LedgerError):
+                    return None
+                return cp if state_root(state) == cp.first("State-Root") else None
+            oid = cp.parent
+        return None
+
+    # -- folding ----------------------------------------------------------------------
+
+    def compute(self, spec: FoldSpec, heads: dict[str, ObjectId], base: Checkpoint | None = None,
+                *, progress: Progress | None = None, until: ObjectId | None = None,
+                require_extends: bool = True) -> Computed:
+        """Fold the journals ending at `heads`, from `base` (a checkpoint) or from scratch.
+
+        `until` stops after that journal commit (time travel). With a base whose order
+        the new events do not extend, raises `NotAncestor` (callers fold from scratch).
+
+        Raises:
+            ProgramError (and subclasses): the program failed; nothing is returned.
+            NotAncestor: `base` does not lie on these journals.
+            CorruptObject, NotFound: the journals cannot be read.
+        """
+        journal_heads(self.objects, heads)
+        window0 = Window.from_value(parse_json(base.tree["fold/window.json"])) if base else None
+        if window0 is not None:
+            gone = set(window0.heads) - set(heads)
+            if gone:
+                raise NotAncestor(f"journal(s) {sorted(gone)} of the base checkpoint are gone")
+        refs = sorted(heads)
+        tails = [walk(self.objects, heads[ref], window0.heads.get(ref) if window0 else None, j)
+                 for j, ref in enumerate(refs)]
+        if window0 is not None and require_extends and not extends(window0.max_key, tails):
+            raise NotAncestor("new events sort before events already folded")
+        order = merge(tails)
+        if until is not None:
+            cut = next((i for i, h in enumerate(order) if h.commit == until), None)
+            if cut is None:
+                raise NotFound(f"event commit {until} is not in the window")
+            order = order[:cut + 1]
+            included = {h.journal: h.commit for h in order}
+            heads = {ref: included[j] for j, ref in enumerate(refs) if j in included}
+            if window0 is not None:
+                heads = {**window0.heads, **heads}
+        return self._run(spec, heads, order, base, window0, progress)
+
+    def _run(self, spec: FoldSpec, heads: dict[str, ObjectId], order: list[Header],
+             base: Checkpoint | None, window0: Window | None, progress: Progress | None) -> Computed:
+        fold_root = spec.fold_root_bytes
+        inputs_root = bytes.fromhex(window0.inputs_root[7:]) if window0 else bytes(32)
+        seq = window0.events if window0 else 0
+        seeds: list[tuple[bytes, str]] = []
+        batch_base = seq
+
+        def seed_for(index: int) -> tuple[int, int]:
+            root, policy = seeds[index - batch_base - 1]
+            return rng_seed(root, policy, fold_root)
+
+        sandbox = Sandbox(spec.program, spec.program_name, spec.channels, seed_for,
+                          fuel=spec.fuel, memory=spec.memory)
+        if base is not None:
+            sandbox.restore(self.stored_state(base, spec.ns, spec.channels))
+        policy_root = base.first("Policy-Root") or ZERO_OID if base else ZERO_OID
+        batch: list[dict[str, Any]] = []
+        intern = sys.intern
+        done = 0
+
+        def flush() -> None:
+            nonlocal batch, batch_base
+            try:
+                sandbox.run(batch, batch_base)
+            except ProgramError as exc:
+                at = sandbox.failed_at() - batch_base - 1
+                if 0 <= at < len(batch):
+                    ev = batch[at]
+                    exc.reason = f"{exc.reason} at event {ev['seq']} (ulid {ev['ulid']}, cid {ev['cid']})"
+                    exc.args = (exc.reason,)
+                raise
+            batch_base += len(batch)
+            batch = []
+            seeds.clear()
+            if progress is not None:
+                progress(done, len(order))
+
+        for header in order:
+            done += 1
+            if not spec.accepts(header.type):
+                continue
+            envelope = read_event(self.objects, header)
+            seq += 1
+            inputs_root = blake3.blake3(inputs_root + header.cid.encode("ascii")).digest()
+            policy_root = envelope.get("policy_root", ZERO_OID)
+            seeds.append((inputs_root, policy_root))
+            ev = {"type": intern(header.type), "ulid": header.ulid, "cid": header.cid,
+                  "actor": intern(envelope.get("actor", "")), "seq": seq,
+                  "commit": header.commit, "policy_root": policy_root,
+                  "payload": envelope.get("payload")}
+            if "ts" in envelope:
+                ev["ts"] = envelope["ts"]
+            if "caps" in envelope:
+                ev["caps"] = envelope["caps"]
+            batch.append(ev)
+            if len(batch) >= BATCH:
+                flush()
+        if batch:
+            flush()
+        state = sandbox.encode()
+        time = order[-1].time if order else (window0.time if window0 else 0)
+        window = Window(dict(sorted(heads.items())), base.commit if base else None, seq,
+                        max_key(window0.max_key if window0 else None, order),
+                        "blake3:" + inputs_root.hex(), time)
+        return Computed(state, window, policy_root, seq - (window0.events if window0 else 0), base)
+
+    def fold(self, spec: FoldSpec, *, progress: Progress | None = None, write: bool = True,
+             incremental: bool = True, tries: int = 3) -> FoldResult:
+        """Fold `spec.ns` up to its current journal heads and record a checkpoint.
+
+        Raises:
+            ProgramError (and subclasses), SpecError: nothing was written.
+            Conflict: the state ref kept moving under us for `tries` attempts.
+        """
+        ref = state_ref(spec.ns)
+        for _ in range(tries):
+            tip = self.refs.get(ref)
+            heads = self.journals(spec.ns)
+            base = self.find_base(tip, spec) if incremental else None
+            computed = None
+            if base is not None:
+                window0 = Window.from_value(parse_json(base.tree["fold/window.json"]))
+                if base.commit == tip and window0.heads == heads:
+                    state = self.stored_state(base, spec.ns, spec.channels)
+                    return FoldResult(spec.ns, tip, base.first("State-Root") or "", window0.events, 0,
+                                      True, False, state, spec)
+                try:
+                    computed = self.compute(spec, heads, base, progress=progress)
+                except NotAncestor:
+                    computed = None
+            if computed is None:
+                computed = self.compute(spec, heads, None, progress=progress)
+            objects, oid, root = self._build(spec, computed, tip)
+            if not write:
+                return self._result(spec, oid, root, computed, written=False)
+            self.objects.write_many(objects)
+            try:
+                self.refs.compare_and_swap(ref, tip, oid)
+            except RefConflict:
+                continue
+            return self._result(spec, oid, root, computed, written=True)
+        raise Conflict(f"{ref} kept moving while folding; gave up after {tries} tries")
+
+    def _build(self, spec: FoldSpec, computed: Computed, parent: ObjectId | None
+               ) -> tuple[list[Any], ObjectId, str]:
+        return build_checkpoint(spec.ns, spec, computed.state, computed.window, computed.policy_root,
+                                self._code_root(computed.policy_root), parent)
+
+    def _code_root(self, policy_root: str) -> str:
+        tree: bytes | None = None
+        if policy_root != ZERO_OID:
+            try:
+                commit = self.objects.read_commit(ObjectId(policy_root))
+                tree = self.objects.read(commit.tree).data
+            except LedgerError:
+                tree = None
+        return policy_code_root(policy_root, tree)
+
+    @staticmethod
+    def _result(spec: FoldSpec, oid: ObjectId, root: str, computed: Computed, *, written: bool
+                ) -> FoldResult:
+        return FoldResult(spec.ns, oid, root, computed.window.events, computed.new_events,
+                          computed.base is not None, written, computed.state, spec)
+
+
+def heads_of(cp: Checkpoint) -> dict[str, ObjectId]:
+    return ledger_heads(cp.trailers.get("Ledger-Head", []))
