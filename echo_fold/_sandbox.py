@@ -15,6 +15,7 @@ from typing import Any
 
 from lupa import lua54
 
+from echo_fold._numeric import to_signed64
 from echo_fold._prelude import PRELUDE
 from echo_fold.errors import FuelExhausted, MemoryExhausted, ProgramError, StateError
 from ledger_core import parse_json
@@ -62,7 +63,9 @@ class Sandbox:
             attribute_filter=_deny_attributes, max_memory=memory)
 
         def seed(index: int) -> tuple[int, int]:
-            return seed_for(int(index))
+            # Lua integers are signed 64-bit: pass the same bits as signed values.
+            state, stream = seed_for(int(index))
+            return to_signed64(state), to_signed64(stream)
 
         try:
             make_runner = self._lua.execute("return function(...) " + PRELUDE + " end")
