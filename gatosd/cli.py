@@ -281,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="is the repository's gatosd running, and what is it doing")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
+
+    from gatosd._cli_fold import add_parsers as add_fold_parsers  # fold, fold verify, state show/at
+    add_fold_parsers(sub)
     return parser
 
 
