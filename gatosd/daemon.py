@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from gatosd._fold_methods import FoldMethods
 from gatosd._group_commit import GroupCommitConfig, GroupCommitter
 from gatosd._ledger_methods import LedgerMethods
 from gatosd._metrics import Metrics, MetricsObserver, parse_loopback
@@ -125,6 +126,8 @@ async def run(config: DaemonConfig, ready: asyncio.Event | None = None) -> int:
     methods = LedgerMethods(os.path.realpath(config.repo), node, committer, server, metrics,
                             durable=config.durable)
     methods.register(registry)
+    fold_methods = FoldMethods(methods.repo_path, metrics)  # fold_state, state.get
+    fold_methods.register(registry)
     committer.start()
 
     state: dict[str, Any] = {"pid": os.getpid(), "repo": methods.repo_path}
@@ -181,6 +184,7 @@ async def run(config: DaemonConfig, ready: asyncio.Event | None = None) -> int:
         return 0
     finally:
         methods.close()
+        fold_methods.close()
         writer.close()
         for path in (state_path, state.get("socket")):
             if path:
