@@ -1,0 +1,157 @@
+"""Fold throughput: events folded per second, full and incremental, beside plain Python.
+
+    .venv/bin/python bench/bench_fold.py [--events 1000000] [--new 1000] [--rounds 3]
+
+The data set (one namespace, two actor journals, `invoice.created` events with
+`{"id": "INV-<i mod 1000>", "amount": i}`) is built once with `Node.append_many` in
+large batches and cached under /tmp (`--cache`). Measured in the same run:
+
+* full: `Folder.compute` from the first event (read commits, merge, read and check
+  event bytes, run the Lua program, encode the state) plus building the checkpoint;
+* incremental: the same from a checkpoint, over `--new` events appended after it;
+* peers: a plain Python loop doing the same reduction (a) reading the same journals
+  through the same reader, (b) over events already decoded in memory.
+
+Medians of `--rounds` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import time
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from echo_fold import Folder, parse_spec  # noqa: E402
+from echo_fold._order import merge  # noqa: E402
+from echo_fold._source import read_event, walk  # noqa: E402
+from gatosd.node import Node  # noqa: E402
+from ledger_core import encode_ulid, format_timestamp_ms  # noqa: E402
+
+PROGRAM = b"""
+function init() return {totals = {count = 0, cents = 0}, table = {}} end
+function step(s, ev)
+  local p = ev.payload
+  s.totals.count = s.totals.count + 1
+  s.totals.cents = s.totals.cents + p.amount
+  s.table[p.id] = p.amount
+end
+"""
+SPEC = b"fold_id: bench\nversion: 1\nns: bench\nprogram: p.lua\nchannels: [totals, table]\n"
+ACTORS = ("user:alice", "user:bob")
+T0 = 1_700_000_000_000
+
+
+def build(path: str, events: int, batch: int = 20_000) -> Node:
+    """The cached data set with at least `events` events."""
+    marker = os.path.join(path, ".bench-events")
+    if os.path.exists(marker) and int(open(marker).read()) >= events:
+        return Node.open(path)
+    shutil.rmtree(path, ignore_errors=True)
+    node, _ = Node.init(path, ACTORS[0], discover=False)
+    node.ensure_key(ACTORS[1])
+    started = time.perf_counter()
+    for start in range(0, events, batch):
+        items = []
+        for i in range(start, min(events, start + batch)):
+            ulid = encode_ulid(T0 + i, i.to_bytes(10, "big"))
+            ev = node.build_event(type="invoice.created", payload={"id": f"INV-{i % 1000}", "amount": i},
+                                  actor=ACTORS[i % 2], ulid=ulid, ts=format_timestamp_ms(T0 + i))
+            items.append(("bench", node.sign(ev)))
+        for result in node.append_many(items, preverified=True):
+            if isinstance(result, Exception):
+                raise result
+        print(f"  built {min(events, start + batch)} events ({time.perf_counter() - started:.0f}s)",
+              file=sys.stderr, flush=True)
+    with open(marker, "w") as handle:
+        handle.write(str(events))
+    return node
+
+
+def heads_at(folder: Folder, count: int) -> dict[str, Any]:
+    """Journal heads after the first `count` events (the data set alternates actors)."""
+    heads = folder.journals("bench")
+    out = {}
+    for j, ref in enumerate(sorted(heads)):
+        chain = walk(folder.objects, heads[ref], None, j)
+        keep = (count + (1 if j == 0 else 0)) // 2
+        if keep:
+            out[ref] = chain[keep - 1].commit
+    return out
+
+
+def python_reduce(events: list[dict[str, Any]]) -> dict[str, Any]:
+    totals = {"count": 0, "cents": 0}
+    table: dict[str, int] = {}
+    for ev in events:
+        p = ev["payload"]
+        totals["count"] += 1
+        totals["cents"] += p["amount"]
+        table[p["id"]] = p["amount"]
+    return {"totals": totals, "table": table}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--new", type=int, default=1000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--cache", default="/tmp/gatos-bench-fold")
+    args = ap.parse_args()
+    total = args.events + args.new
+    node = build(f"{args.cache}-{total}", total)
+    folder = Folder(node.repo.objects, node.repo.refs)
+    spec = parse_spec(SPEC, read_program=lambda _n: PROGRAM)
+    old_heads, new_heads = heads_at(folder, args.events), folder.journals("bench")
+
+    full, incr, py_io, py_mem = [], [], [], []
+    state_full = state_py = None
+    base = None
+    for _ in range(args.rounds):
+        t = time.perf_counter()
+        computed = folder.compute(spec, old_heads)
+        objects, oid, _root = folder._build(spec, computed, None)
+        full.append(time.perf_counter() - t)
+        state_full = computed.state
+        if base is None:
+            folder.objects.write_many(objects)
+            base = folder.read_checkpoint(oid)
+
+        t = time.perf_counter()
+        more = folder.compute(spec, new_heads, base)
+        folder._build(spec, more, oid)
+        incr.append(time.perf_counter() - t)
+        assert more.new_events == args.new
+
+        t = time.perf_counter()
+        chains = [walk(folder.objects, old_heads[ref], None, j) for j, ref in enumerate(sorted(old_heads))]
+        events = [read_event(folder.objects, h) for h in merge(chains)]
+        state_py = python_reduce(events)
+        py_io.append(time.perf_counter() - t)
+
+        t = time.perf_counter()
+        python_reduce(events)
+        py_mem.append(time.perf_counter() - t)
+
+    assert state_py == {"totals": state_full["totals"], "table": state_full["table"]}, "peers disagree"
+    n = args.events
+    rows = [
+        ("echo_fold full (Lua)", n, statistics.median(full)),
+        (f"echo_fold incremental (+{args.new})", args.new, statistics.median(incr)),
+        ("Python loop, same reader", n, statistics.median(py_io)),
+        ("Python loop, events in memory", n, statistics.median(py_mem)),
+    ]
+    print(f"events={n} new={args.new} rounds={args.rounds} (medians)")
+    print(f"{'case':<36} {'events':>9} {'seconds':>9} {'events/s':>11}")
+    for name, count, seconds in rows:
+        print(f"{name:<36} {count:>9} {seconds:>9.3f} {count / seconds:>11,.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
