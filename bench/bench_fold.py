@@ -27,11 +27,11 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from echo_fold import Folder, parse_spec  # noqa: E402
-from echo_fold._order import merge  # noqa: E402
-from echo_fold._source import read_event, walk  # noqa: E402
-from gatosd.node import Node  # noqa: E402
-from ledger_core import encode_ulid, format_timestamp_ms  # noqa: E402
+from echo_fold import Folder, parse_spec
+from echo_fold._order import merge
+from echo_fold._source import read_event, walk
+from gatosd.node import Node
+from ledger_core import encode_ulid, format_timestamp_ms
 
 PROGRAM = b"""
 function init() return {totals = {count = 0, cents = 0}, table = {}} end
@@ -50,8 +50,10 @@ T0 = 1_700_000_000_000
 def build(path: str, events: int, batch: int = 20_000) -> Node:
     """The cached data set with at least `events` events."""
     marker = os.path.join(path, ".bench-events")
-    if os.path.exists(marker) and int(open(marker).read()) >= events:
-        return Node.open(path)
+    if os.path.exists(marker):
+        with open(marker) as handle:
+            if int(handle.read()) >= events:
+                return Node.open(path)
     shutil.rmtree(path, ignore_errors=True)
     node, _ = Node.init(path, ACTORS[0], discover=False)
     node.ensure_key(ACTORS[1])
