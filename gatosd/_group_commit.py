@@ -1,18 +1,24 @@
 """Group commit: concurrent appends gathered into one `append_many` (one pack, one ref move).
 
-Requests queue here; one writer thread takes whatever is queued (up to `max_batch`,
-waiting at most `max_delay` for more once the first arrives) and appends it as one
-batch. Each request is answered only after the ref update of its batch. While a batch
-is being written the next one fills up, so batching grows with load and a lone client
-waits at most `max_delay` extra. A full queue answers `BUSY` at once.
+Requests queue here; one writer takes whatever is queued (up to `max_batch`, waiting
+at most `max_delay` for more once the first arrives) and appends it as one batch. Each
+request is answered only after the ref update of its batch. While a batch is being
+written the next one fills up, so batching grows with load by itself: the default
+`max_delay` is 0 (a lone client never waits for company; under load the batch is
+whatever arrived during the previous write), and a positive delay trades latency for
+bigger batches. A full queue answers `BUSY` at once.
+
+`append_many` is either a coroutine function (the daemon's writer process, read from
+the event loop) or a plain function, run on one worker thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -20,13 +26,14 @@ from gatosd.errors import busy, shutting_down
 from ledger_core import AppendResult, SignedEvent
 from ledger_core.errors import LedgerError
 
-AppendMany = Callable[[Sequence[tuple[str, SignedEvent]]], list[AppendResult | LedgerError]]
+Results = list[AppendResult | LedgerError]
+AppendMany = Callable[[Sequence[tuple[str, SignedEvent]]], Results | Awaitable[Results]]
 
 
 @dataclass(frozen=True)
 class GroupCommitConfig:
     max_batch: int = 512
-    max_delay: float = 0.001
+    max_delay: float = 0.0
     max_queue: int = 10_000
 
 
@@ -36,6 +43,8 @@ class GroupCommitter:
     def __init__(self, append_many: AppendMany, config: GroupCommitConfig | None = None,
                  on_batch: Callable[[int, float], None] | None = None) -> None:
         self._append_many = append_many
+        self._async = (inspect.iscoroutinefunction(append_many)
+                       or inspect.iscoroutinefunction(type(append_many).__call__))
         self.config = config or GroupCommitConfig()
         self._queue: asyncio.Queue[tuple[str, SignedEvent, asyncio.Future[AppendResult]]] = (
             asyncio.Queue(self.config.max_queue))
@@ -77,6 +86,8 @@ class GroupCommitter:
                 continue
             except asyncio.QueueEmpty:
                 pass
+            if self.config.max_delay <= 0:
+                break
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
@@ -93,8 +104,11 @@ class GroupCommitter:
             items = [(ns, signed) for ns, signed, _ in batch]
             started = time.perf_counter()
             try:
-                results: list[AppendResult | LedgerError | BaseException] = list(
-                    await loop.run_in_executor(self._executor, self._append_many, items))
+                if self._async:
+                    written = await self._append_many(items)  # type: ignore[misc]
+                else:
+                    written = await loop.run_in_executor(self._executor, self._append_many, items)
+                results: list[AppendResult | LedgerError | BaseException] = list(written)
             except Exception as exc:  # the store failed as a whole: every item gets the error
                 results = [exc] * len(batch)
             elapsed = time.perf_counter() - started

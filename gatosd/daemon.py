@@ -120,7 +120,7 @@ async def run(config: DaemonConfig, ready: asyncio.Event | None = None) -> int:
     def on_batch(size: int, _seconds: float) -> None:
         metrics.batch_size.observe(size)
 
-    committer = GroupCommitter(writer.append_many, config.group, on_batch)
+    committer = GroupCommitter(writer.append_many_async, config.group, on_batch)
     registry = Registry()
     server = Server(registry, config.limits, MetricsObserver(metrics))
     methods = LedgerMethods(os.path.realpath(config.repo), node, committer, server, metrics,

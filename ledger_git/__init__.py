@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from ledger_git._keystore import FileKeyStore, KeyExists
+from ledger_git._maintenance import PackMaintainer
 from ledger_git._objects import PACK_THRESHOLD, GitObjectStore
-from ledger_git._pack import build_pack, write_pack
+from ledger_git._pack import PackEntry, assemble_pack, build_pack, pack_entries, write_pack
 from ledger_git._refs import FileRefStore
 from ledger_git._repo import GitRepository, init_repository, open_repository
 from ledger_git.errors import NotARepository, map_git_errors
@@ -17,9 +18,13 @@ __all__ = [
     "GitRepository",
     "KeyExists",
     "NotARepository",
+    "PackEntry",
+    "PackMaintainer",
+    "assemble_pack",
     "build_pack",
     "init_repository",
     "map_git_errors",
     "open_repository",
+    "pack_entries",
     "write_pack",
 ]

@@ -12,7 +12,7 @@ from pygit2.enums import ObjectType
 from ledger_core import GitObject, ObjectId, ObjectStore
 from ledger_core.errors import CorruptObject, NotFound
 from ledger_git._deflate import deflate
-from ledger_git._pack import write_pack
+from ledger_git._pack import PackEntry, pack_entries, write_pack_entries
 from ledger_git.errors import map_git_errors
 
 _TO_GIT = {"blob": ObjectType.BLOB, "tree": ObjectType.TREE, "commit": ObjectType.COMMIT}
@@ -31,11 +31,20 @@ class GitObjectStore(ObjectStore):
         self.pack_threshold = pack_threshold
         self.objects_dir = os.path.join(repo.path, "objects")
         self._folders: set[str] = set()
+        self.packs_written = 0
+        # Set by a `PackMaintainer`: packs of at most this many objects are remembered
+        # (name and entries) in `small_packs` so it can merge them without reading back.
+        self.remember_small: int = 0
+        self.small_packs: list[tuple[str, list[PackEntry]]] = []
 
     def write_many(self, objects: Sequence[GitObject]) -> None:
         with map_git_errors("writing objects"):
             if len(objects) >= self.pack_threshold:
-                write_pack(self.objects_dir, objects, durable=self.durable)
+                entries = pack_entries(objects)
+                name = write_pack_entries(self.objects_dir, entries, durable=self.durable)
+                self.packs_written += 1
+                if len(entries) <= self.remember_small:
+                    self.small_packs.append((name, entries))
                 return
             for obj in objects:
                 self._write_loose(obj)

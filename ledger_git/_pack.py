@@ -14,6 +14,7 @@ import struct
 import tempfile
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from ledger_core import GitObject
 from ledger_git._deflate import deflate
@@ -33,17 +34,39 @@ def _entry_header(kind: str, size: int) -> bytes:
     return bytes(out)
 
 
-def build_pack(objects: Sequence[GitObject]) -> tuple[bytes, bytes, str]:
-    """Return (pack bytes, idx bytes, pack checksum hex) for unique `objects`."""
-    unique: dict[str, GitObject] = {}
+@dataclass(frozen=True)
+class PackEntry:
+    """One object as stored in a pack: its raw id, the CRC32 of its bytes, and the bytes."""
+
+    raw_oid: bytes
+    crc: int
+    data: bytes
+
+
+def pack_entries(objects: Sequence[GitObject]) -> list[PackEntry]:
+    """The pack entries of unique `objects` (whole objects, no deltas), in input order."""
+    seen: set[str] = set()
+    out: list[PackEntry] = []
     for obj in objects:
-        unique.setdefault(obj.oid, obj)
-    pack = bytearray(b"PACK" + struct.pack(">II", 2, len(unique)))
-    rows: list[tuple[bytes, int, int]] = []  # (raw oid, crc32, offset)
-    for oid, obj in unique.items():
+        if obj.oid in seen:
+            continue
+        seen.add(obj.oid)
         entry = _entry_header(obj.kind, len(obj.data)) + deflate(obj.data)
-        rows.append((bytes.fromhex(oid), zlib.crc32(entry), len(pack)))
-        pack += entry
+        out.append(PackEntry(bytes.fromhex(obj.oid), zlib.crc32(entry), entry))
+    return out
+
+
+def assemble_pack(entries: Sequence[PackEntry]) -> tuple[bytes, bytes, str]:
+    """Return (pack bytes, idx bytes, pack checksum hex) for entries with unique ids.
+
+    Entries are self-contained (no deltas), so entries of several packs can be put
+    together into one without touching their bytes: that is how small packs merge.
+    """
+    pack = bytearray(b"PACK" + struct.pack(">II", 2, len(entries)))
+    rows: list[tuple[bytes, int, int]] = []  # (raw oid, crc32, offset)
+    for entry in entries:
+        rows.append((entry.raw_oid, entry.crc, len(pack)))
+        pack += entry.data
     pack_sum = hashlib.sha1(pack, usedforsecurity=False).digest()
     pack += pack_sum
 
@@ -74,6 +97,11 @@ def build_pack(objects: Sequence[GitObject]) -> tuple[bytes, bytes, str]:
     return bytes(pack), bytes(idx), pack_sum.hex()
 
 
+def build_pack(objects: Sequence[GitObject]) -> tuple[bytes, bytes, str]:
+    """Return (pack bytes, idx bytes, pack checksum hex) for unique `objects`."""
+    return assemble_pack(pack_entries(objects))
+
+
 def _write_file(directory: str, final: str, data: bytes, durable: bool) -> None:
     fd, tmp = tempfile.mkstemp(prefix="tmp_gatos_", dir=directory)
     try:
@@ -92,7 +120,13 @@ def _write_file(directory: str, final: str, data: bytes, durable: bool) -> None:
 
 def write_pack(objects_dir: str, objects: Sequence[GitObject], *, durable: bool = False) -> str:
     """Write `objects` as `objects/pack/pack-<sum>.{pack,idx}`; return the pack checksum."""
-    pack, idx, name = build_pack(objects)
+    return write_pack_entries(objects_dir, pack_entries(objects), durable=durable)
+
+
+def write_pack_entries(objects_dir: str, entries: Sequence[PackEntry], *,
+                       durable: bool = False) -> str:
+    """Write entries (unique ids) as one pack and its index; return the pack checksum."""
+    pack, idx, name = assemble_pack(entries)
     pack_dir = os.path.join(objects_dir, "pack")
     os.makedirs(pack_dir, exist_ok=True)
     base = os.path.join(pack_dir, f"pack-{name}")

@@ -57,6 +57,9 @@ def test_twenty_clients_appending_concurrently_are_all_written_once(tmp_path: Pa
     assert git(repo, "rev-list", "--merges", ref).strip() == ""
     verify_ok(repo)
     fsck(repo)
+    # Every batch was a pack of its own; merging and geometric repacks keep them few.
+    packs = list((repo / ".git" / "objects" / "pack").glob("*.idx"))
+    assert len(packs) <= 40, f"{len(packs)} packs left for {status['batches']} batches"
 
 
 def _metric(text: str, name: str) -> float:

@@ -237,3 +237,44 @@ def test_a_cancelled_caller_does_not_cancel_its_write() -> None:
 
     _run(main())
     assert store.batches == [["gone"]]
+
+
+class AsyncStore:
+    """A coroutine `append_many` (as the daemon's writer process is): awaited on the loop."""
+
+    def __init__(self, write_time: float) -> None:
+        self.write_time = write_time
+        self.batches: list[list[str]] = []
+        self.threads: set[int] = set()
+
+    async def __call__(self, items: Sequence[tuple[str, Any]]) -> list[Any]:
+        self.threads.add(threading.get_ident())
+        await asyncio.sleep(self.write_time)
+        number = len(self.batches)
+        self.batches.append([signed.tag for _, signed in items])
+        return [_Result(ns, signed.tag, number) for ns, signed in items]
+
+
+def test_a_coroutine_append_many_is_awaited_on_the_loop_and_batches_while_busy() -> None:
+    """With the default delay 0, a lone append goes at once; appends arriving during a write
+    wait for it and go together in the next batch."""
+    store = AsyncStore(write_time=0.02)
+
+    async def main() -> None:
+        committer = GroupCommitter(store)  # type: ignore[arg-type]
+        assert committer.config.max_delay == 0
+        committer.start()
+        started = time.perf_counter()
+        lone = await committer.submit("ns", _Signed("lone"))  # type: ignore[arg-type]
+        assert time.perf_counter() - started < 0.5
+        assert lone.batch == 0  # type: ignore[attr-defined]
+        first = asyncio.create_task(committer.submit("ns", _Signed("first")))  # type: ignore[arg-type]
+        await asyncio.sleep(0.005)  # `first` is being written now
+        rest = [asyncio.create_task(committer.submit("ns", _Signed(f"r{i}")))  # type: ignore[arg-type]
+                for i in range(5)]
+        await asyncio.gather(first, *rest)
+        await committer.close()
+
+    _run(main())
+    assert store.batches == [["lone"], ["first"], [f"r{i}" for i in range(5)]]
+    assert store.threads == {threading.get_ident()}  # no worker thread involved
