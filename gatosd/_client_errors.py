@@ -145,6 +145,36 @@ class InvalidConfig(GatosError):
     code = "INVALID_CONFIG"
 
 
+class FoldFailed(GatosError):
+    """A fold could not run or finish (root of the fold codes)."""
+
+    code = "FOLD_ERROR"
+
+
+class InvalidFoldSpec(FoldFailed):
+    code = "INVALID_FOLD_SPEC"
+
+
+class FoldProgramFailed(FoldFailed):
+    code = "FOLD_FAILED"
+
+
+class FoldFuelExhausted(FoldProgramFailed):
+    code = "FOLD_FUEL"
+
+
+class FoldMemoryExhausted(FoldProgramFailed):
+    code = "FOLD_MEMORY"
+
+
+class FoldStateInvalid(FoldProgramFailed):
+    code = "FOLD_STATE"
+
+
+class ProofMismatch(FoldFailed):
+    code = "PROOF_MISMATCH"
+
+
 # -- local failures: raised by the client itself, never sent by a daemon ----------------
 
 
@@ -171,9 +201,10 @@ class BadReply(GatosError):
 
 
 _WIRE_CLASSES: tuple[type[GatosError], ...] = (
-    BadEncoding, BadFrame, BadSignature, Busy, Conflict, Corrupt, Internal, InvalidConfig, InvalidEvent,
-    InvalidName, InvalidNamespace, Locked, NoActor, NotFastForward, NotFound, PolicyDenied,
-    RefInTheWay, ShuttingDown, StorageFailed, Timeout, TooLarge, UlidReused, Unauthorized,
+    BadEncoding, BadFrame, BadSignature, Busy, Conflict, Corrupt, FoldFailed, FoldFuelExhausted,
+    FoldMemoryExhausted, FoldProgramFailed, FoldStateInvalid, Internal, InvalidConfig, InvalidEvent,
+    InvalidFoldSpec, InvalidName, InvalidNamespace, Locked, NoActor, NotFastForward, NotFound, PolicyDenied,
+    ProofMismatch, RefInTheWay, ShuttingDown, StorageFailed, Timeout, TooLarge, UlidReused, Unauthorized,
     UnknownActor, UnknownSigAlg, UnknownType,
 )
 

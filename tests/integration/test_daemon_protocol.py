@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from gatosd._fold_methods import FoldMethods
 from gatosd._framing import encode_frame
 from gatosd._ledger_methods import LedgerMethods
 from gatosd._registry import Registry
@@ -89,6 +90,7 @@ def test_hello_lists_every_registered_method(client: JsonlClient) -> None:
     """`hello` names the server, its protocol and limits, and every method in the registry."""
     registry = Registry()
     LedgerMethods.register(LedgerMethods.__new__(LedgerMethods), registry)
+    FoldMethods.register(FoldMethods.__new__(FoldMethods), registry)
     reply = client.hello()
     assert reply["server"] == "gatosd" and reply["protocol"] == 1
     assert reply["methods"] == registry.names()
