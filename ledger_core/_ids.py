@@ -17,6 +17,12 @@ ContentId = NewType("ContentId", str)
 # All four prefix numbers are < 0x80, so each is its own one-byte unsigned varint.
 _CID_PREFIX = bytes([0x01, 0x71, 0x1E, 0x20])
 _CID_RE = re.compile(r"b[a-z2-7]{58}")
+# Base32 by pairs of letters: a 36-byte CID is 288 bits, two zero bits more make 29
+# groups of 10 bits, each one of 1,024 two-letter strings. Twice as fast as
+# `base64.b32encode` (a pure-Python loop), and every event is encoded at least once.
+_B32 = "abcdefghijklmnopqrstuvwxyz234567"
+_B32_PAIRS = [a + b for a in _B32 for b in _B32]
+_SHIFTS = range(280, -1, -10)
 _CONTENT_ID_RE = re.compile(r"blake3:[0-9a-f]{64}")
 
 
@@ -32,8 +38,9 @@ def content_id(data: bytes) -> ContentId:
 
 def event_cid(canonical_bytes: bytes) -> EventCid:
     """CIDv1 (dag-cbor, BLAKE3-256 multihash) in base32 lowercase, of the unsigned envelope."""
-    raw = _CID_PREFIX + blake3.blake3(canonical_bytes).digest()
-    return EventCid("b" + base64.b32encode(raw).decode("ascii").rstrip("=").lower())
+    n = int.from_bytes(_CID_PREFIX + blake3.blake3(canonical_bytes).digest(), "big") << 2
+    pairs = _B32_PAIRS
+    return EventCid("b" + "".join([pairs[(n >> s) & 0x3FF] for s in _SHIFTS]))
 
 
 def validate_event_cid(value: object) -> EventCid:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import blake3
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ledger_core import (
     Event,
@@ -503,3 +506,10 @@ def test_cbor_and_json_agree_on_the_model() -> None:
     value = {"a": [1, -2, "x", None, True], "b": {"c": 2**63}}
     assert canonical_json(value)
     assert encode(value)
+
+
+@given(st.binary(max_size=300))
+def test_event_cid_base32_matches_the_standard_library(data: bytes) -> None:
+    """The pairwise base32 of Event-CIDs equals RFC 4648 base32 (lowercase, unpadded)."""
+    raw = bytes([0x01, 0x71, 0x1E, 0x20]) + blake3.blake3(data).digest()
+    assert event_cid(data) == "b" + base64.b32encode(raw).decode().rstrip("=").lower()
