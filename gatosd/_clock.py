@@ -18,6 +18,10 @@ class UlidFactory:
         self._last_rand = 0
 
     def __call__(self) -> str:
+        return self.new()[0]
+
+    def new(self) -> tuple[str, int]:
+        """A fresh ULID and its millisecond (so callers need not decode it again)."""
         with self._lock:
             ms = time.time_ns() // 1_000_000
             if ms <= self._last_ms:
@@ -26,7 +30,7 @@ class UlidFactory:
             else:
                 rand = int.from_bytes(os.urandom(10), "big")
             self._last_ms, self._last_rand = ms, rand
-            return encode_ulid(ms, rand.to_bytes(10, "big"))
+            return encode_ulid(ms, rand.to_bytes(10, "big")), ms
 
 
 new_ulid = UlidFactory()

@@ -175,11 +175,14 @@ class Node:
                     caps: Sequence[str] | None = None) -> Event:
         """An envelope filled in the node's way: ULID now, `ts` from the ULID, active policy."""
         actor = normalize_actor(actor) if actor else self.default_actor
-        ulid = validate_ulid(ulid) if ulid else new_ulid()
+        if ulid:
+            ulid, ms = validate_ulid(ulid), None
+        else:
+            ulid, ms = new_ulid.new()
         return Event.from_value({
             "type": type, "ulid": ulid, "actor": actor, "payload": payload,
             "policy_root": self.policy_root,
-            "ts": ts or format_timestamp_ms(ulid_ms(ulid)),
+            "ts": ts or format_timestamp_ms(ulid_ms(ulid) if ms is None else ms),
             **({"caps": list(caps)} if caps is not None else {}),
         })
 

@@ -73,6 +73,11 @@ def _encode_unchecked(value: CanonicalValue) -> bytes:
     return cbor2.dumps(value, canonical=True)
 
 
+def encode_checked(value: CanonicalValue) -> bytes:
+    """Encode a value whose every part already passed `check_value` (no second walk)."""
+    return cbor2.dumps(value, canonical=True)
+
+
 def encode(value: CanonicalValue) -> bytes:
     """Encode `value` as canonical DAG-CBOR.
 

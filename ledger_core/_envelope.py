@@ -15,7 +15,7 @@ from typing import Any
 import pydantic
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from ledger_core._dagcbor import check_value, decode, encode
+from ledger_core._dagcbor import check_value, decode, encode_checked
 from ledger_core._ids import EventCid, event_cid
 from ledger_core._keys import (
     PublicKeyText,
@@ -139,7 +139,9 @@ class Event(BaseModel):
 
     def canonical_bytes(self, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> bytes:
         """Canonical DAG-CBOR of the unsigned envelope, refusing oversized events."""
-        data = encode(self.to_value())
+        # Every field was checked when the model was built (the payload by
+        # `check_value`), so the data-model walk is not repeated here.
+        data = encode_checked(self.to_value())
         if len(data) > max_bytes:
             raise TooLarge(f"event is {len(data)} bytes encoded; the limit is {max_bytes}")
         return data
@@ -180,10 +182,17 @@ def _days_from_civil(year: int, month: int, day: int) -> int:
     return era * 146097 + doe - 719468
 
 
+_last_second: list[tuple[int, str]] = [(-1, "")]
+
+
 def format_timestamp_ms(ms: int) -> str:
     """RFC 3339 UTC with milliseconds, e.g. for a `ts` derived from a ULID."""
-    moment = datetime.fromtimestamp(ms // 1000, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{ms % 1000:03d}Z"
+    second = ms // 1000
+    cached, prefix = _last_second[0]  # events come in bursts within one second
+    if cached != second:
+        prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _last_second[0] = (second, prefix)
+    return f"{prefix}.{ms % 1000:03d}Z"
 
 
 @dataclass(frozen=True)

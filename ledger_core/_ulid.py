@@ -12,6 +12,10 @@ from ledger_core.errors import InvalidEvent
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _ULID_RE = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}")
+# 128 bits and two zero bits above them are 13 groups of 10 bits, each two letters:
+# a ULID is 13 table lookups instead of 26 shifts (one per node-signed event).
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]
+_SHIFTS = range(120, -1, -10)
 
 
 def validate_ulid(value: object) -> str:
@@ -26,7 +30,8 @@ def encode_ulid(ms: int, randomness: bytes) -> str:
     if not 0 <= ms < 2**48 or len(randomness) != 10:
         raise InvalidEvent("a ULID needs 0 <= ms < 2^48 and 10 bytes of randomness")
     number = (ms << 80) | int.from_bytes(randomness, "big")
-    return "".join(_ALPHABET[(number >> (5 * i)) & 31] for i in range(25, -1, -1))
+    pairs = _PAIRS
+    return "".join([pairs[(number >> s) & 0x3FF] for s in _SHIFTS])
 
 
 def ulid_ms(value: str) -> int:
