@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from datetime import UTC, datetime
 from typing import Any
 
 import blake3
@@ -20,13 +21,17 @@ from ledger_core import (
     check_sig_alg,
     content_id,
     encode,
+    encode_ulid,
     event_cid,
+    format_timestamp_ms,
     journal_ref,
     normalize_actor,
     parse_json,
     parse_public_key,
     parse_signature,
     sign_event,
+    timestamp_seconds,
+    ulid_ms,
     validate_actor,
     validate_component,
     validate_event_cid,
@@ -513,3 +518,21 @@ def test_event_cid_base32_matches_the_standard_library(data: bytes) -> None:
     """The pairwise base32 of Event-CIDs equals RFC 4648 base32 (lowercase, unpadded)."""
     raw = bytes([0x01, 0x71, 0x1E, 0x20]) + blake3.blake3(data).digest()
     assert event_cid(data) == "b" + base64.b32encode(raw).decode().rstrip("=").lower()
+
+
+@given(st.integers(0, 2**48 - 1), st.binary(min_size=10, max_size=10))
+def test_ulid_encoding_is_crockford_base32_of_time_and_randomness(ms: int, rand: bytes) -> None:
+    """encode_ulid = 26 Crockford letters of (ms << 80 | randomness); ulid_ms reads ms back."""
+    number = (ms << 80) | int.from_bytes(rand, "big")
+    alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+    expected = "".join(alphabet[(number >> (5 * i)) & 31] for i in range(25, -1, -1))
+    assert encode_ulid(ms, rand) == expected
+    assert ulid_ms(expected) == ms
+
+
+@given(st.integers(0, 2**41))
+def test_timestamps_from_milliseconds_match_datetime(ms: int) -> None:
+    """format_timestamp_ms (with its per-second cache) agrees with datetime, ms included."""
+    moment = datetime.fromtimestamp(ms / 1000, UTC)
+    assert format_timestamp_ms(ms) == moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{ms % 1000:03d}Z"
+    assert timestamp_seconds(format_timestamp_ms(ms)) == ms // 1000
