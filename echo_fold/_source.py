@@ -10,6 +10,7 @@ the commit's `Event-CID`.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import cbor2
@@ -20,6 +21,12 @@ from ledger_core import EVENT_FILE, ObjectId, ObjectStore, event_cid
 from ledger_core.errors import CorruptObject, NotFound
 
 _TRAILERS = (b"Event-CID", b"Event-Type", b"Ulid")
+# The exact layout the ledger writes (SPEC §5), matched in one step. A commit in any
+# other (still valid) layout takes the general path below, so this only saves time.
+_LAYOUT = re.compile(
+    rb"tree ([0-9a-f]{40})\n(?:parent ([0-9a-f]{40})\n)?author [^\n]*\n"
+    rb"committer [^\n]* (\d+) [+-]\d{4}\n\n[^\n]*\n\n"
+    rb"Event-CID: ([^\n]+)\nEvent-Type: ([^\n]+)\nActor: [^\n]*\nUlid: ([^\n]+)\n")
 
 
 class NotAncestor(FoldError):
@@ -37,6 +44,15 @@ def _commit_data(objects: ObjectStore, oid: ObjectId) -> bytes:
 
 def parse_header(oid: ObjectId, data: bytes, journal: int) -> tuple[Header, ObjectId | None]:
     """The `Header` of a journal commit and its parent."""
+    m = _LAYOUT.match(data)
+    if m is not None:  # one parent at most: a second `parent` line does not match
+        try:
+            tree, parent, time, cid, etype, ulid = m.groups()
+            return (Header(oid, ObjectId(tree.decode()), ulid.decode(), cid.decode(), etype.decode("utf-8"),
+                           int(time), journal),
+                    ObjectId(parent.decode()) if parent else None)
+        except UnicodeDecodeError:
+            pass  # the general path reports it
     try:
         head, _, message = data.partition(b"\n\n")
         lines = head.split(b"\n")
