@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from echo_fold import _source
@@ -19,13 +21,13 @@ def _commit(parent: str | None, payload: object = 1) -> bytes:
                               "actor": "user:alice", "payload": payload,
                               "policy_root": "0" * 40, "ts": format_timestamp_ms(ms)})
     signed = sign_event(event, key)
-    objects = journal_commit(signed, parent)  # type: ignore[arg-type]
+    objects, _oid = journal_commit(signed, parent)  # type: ignore[arg-type]
     return next(o.data for o in objects if o.kind == "commit")
 
 
 def _slow(data: bytes) -> tuple[object, object]:
     saved = _source._LAYOUT
-    _source._LAYOUT = type(saved)(b"(?!)")  # a pattern that never matches
+    _source._LAYOUT = re.compile(b"(?!)")  # a pattern that never matches
     try:
         return _source.parse_header(OID, data, 3)
     finally:
