@@ -31,6 +31,13 @@ git -C "$NODE" log --oneline refs/gatos/journal/finance/user/demo
 git -C "$NODE" cat-file -p refs/gatos/journal/finance/user/demo^{tree}
 git -C "$NODE" fsck --strict --no-dangling
 
+echo "== gatos fold: the default fold of finance, checkpointed on refs/gatos/state/finance"
+gatos fold --ns finance
+gatos state show finance --channel summary
+echo "== Proof-of-Fold: re-run the fold over the checkpoint's window and compare State-Root"
+gatos fold verify refs/gatos/state/finance
+git -C "$NODE" log -1 --format=%B refs/gatos/state/finance
+
 echo "== gatosd: the daemon on the same node (unix socket .git/gatos/gatosd.sock, mode 0600)"
 gatosd --repo "$NODE" 2>"$NODE/.git/gatos/gatosd.log" &
 DAEMON=$!
