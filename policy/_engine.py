@@ -1,0 +1,110 @@
+"""The gate: the active bundle and trust view, cached by ref value, deciding every write.
+
+`PolicyEngine` is what the node wires in. `refresh()` reads two refs
+(`refs/gatos/policies/active`, `refs/gatos/trust`) and reloads only what changed;
+`check()` decides a request with the injected clock, queues the audit record of a
+denial (or of an allow the policy wants kept) and raises `PolicyDenied`; `gate()` is
+the journal's `Gate` hook; `flush()` writes the queued records.
+
+A bundle or trust graph that fails to load does not open the gate: every request
+is then denied, naming the reason (`gatos:policy-invalid`, `gatos:trust-invalid`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ledger_core import TRUST_REF, ObjectId, ObjectStore, RefStore, SignedEvent
+from ledger_core.errors import LedgerError
+from policy._audit import AuditLog, AuditRecord
+from policy._decide import Bundle, Decision, Request, decide
+from policy._store import ACTIVE_REF, ZERO, SigCache, StoredBundle, load_bundle, load_trust
+from policy._trustview import TrustView
+from policy.errors import PolicyDenied
+
+
+class PolicyEngine:
+    """Decides requests against the node's active bundle and trust graph. One per thread."""
+
+    def __init__(self, objects: ObjectStore, refs: RefStore, *, clock: Callable[[], float],
+                 sleep: Callable[[float], None]) -> None:
+        self.objects = objects
+        self.refs = refs
+        self.clock = clock
+        self.audit = AuditLog(objects, refs, sleep)
+        self._policy_head: ObjectId | bool | None = False  # False: never read
+        self._trust_head: ObjectId | bool | None = False
+        self.stored: StoredBundle | None = None
+        self.bundle_error: str | None = None
+        self.trust = TrustView(root=ZERO)
+        self._sig_cache: SigCache = {}
+
+    # -- state ----------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Reload the bundle or trust view if their ref moved since the last look."""
+        head = self.refs.get(ACTIVE_REF)
+        if head != self._policy_head:
+            try:
+                self.stored = load_bundle(self.objects, head) if head else None
+                self.bundle_error = None
+            except LedgerError as exc:
+                self.stored, self.bundle_error = None, exc.reason
+            self._policy_head = head
+        trust_head = self.refs.get(TRUST_REF)
+        if trust_head != self._trust_head:
+            self.trust = load_trust(self.objects, trust_head, self._sig_cache)
+            self._trust_head = trust_head
+
+    @property
+    def bundle(self) -> Bundle | None:
+        return self.stored.bundle if self.stored else None
+
+    @property
+    def policy_root(self) -> str:
+        return self.stored.commit if self.stored else ZERO
+
+    # -- deciding ------------------------------------------------------------------------
+
+    def decide(self, request: Request, now: int | None = None) -> Decision:
+        """The decision under the cached state (call `refresh` first); nothing recorded."""
+        if self._policy_head is False:
+            self.refresh()
+        now = int(self.clock()) if now is None else now
+        if self.bundle_error is not None:
+            return Decision(False, "gatos:policy-invalid",
+                            f"the active policy bundle did not load: {self.bundle_error}", True)
+        return decide(request, self.bundle, self.trust, now)
+
+    def check(self, actor: str, action: str, target: str, payload: Any = None, *,
+              type: str | None = None) -> Decision:
+        """Decide and queue the audit record; raise `PolicyDenied` on a denial."""
+        now = int(self.clock())
+        request = Request(actor, action, target, payload, type)
+        decision = self.decide(request, now)
+        if decision.audit or not decision.allowed:
+            self.audit.record(AuditRecord(request, decision, self.policy_root,
+                                          self.trust.root, now))
+        if not decision.allowed:
+            raise PolicyDenied(decision.reason, decision.rule)
+        return decision
+
+    def check_now(self, actor: str, action: str, target: str, payload: Any = None) -> Decision:
+        """`check` with a fresh look at the refs and the audit written at once (CLI commands)."""
+        self.refresh()
+        try:
+            return self.check(actor, action, target, payload)
+        finally:
+            self.audit.flush()
+
+    def gate(self, ns: str, signed: SignedEvent) -> None:
+        """The journal's `Gate`: may the event's (verified) actor append it to `ns`?"""
+        event = signed.event
+        self.check(event.actor, "append", ns, event.payload, type=event.type)
+
+    def flush(self) -> list[ObjectId]:
+        return self.audit.flush()
+
+
+__all__ = ["PolicyEngine"]

@@ -1,0 +1,121 @@
+"""The trust graph as one value: actors, keys, groups, intrinsic caps, grants, revocations.
+
+Built from one commit of `refs/gatos/trust` (see `_store.load_trust`) and never
+changed afterwards, so a decision is a function of (request, bundle, trust view,
+time). Whether an actor *holds* a capability at time `now`:
+
+* the trust graph gives it intrinsically (`graph.json`: the node owner holds `*`), or
+* a grant to it matches, and that grant is live (`iat ≤ now < exp`), is for this
+  node (`aud`), is not revoked, and its issuer holds `trust:grant` and covers every
+  capability it granted — recursively, so delegation can narrow but never widen
+  (no escalation), and revoking or expiring a link cuts everything below it.
+
+Documents that fail their own checks (forged signature, wrong id, wrong audience)
+are kept in `rejected` with the reason, so a denial can say why a grant did not count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from ledger_core import PublicKeyText
+from policy._caps import covers, matches
+from policy._grants import Grant, Revocation
+
+
+@dataclass(frozen=True)
+class ActorInfo:
+    keys: tuple[PublicKeyText, ...] = ()
+    groups: tuple[str, ...] = ()
+    caps: tuple[str, ...] = ()
+
+
+@dataclass
+class TrustView:
+    """Everything the gate knows about who may do what. Treat as immutable."""
+
+    root: str = "0" * 40
+    audience: str = ""
+    actors: Mapping[str, ActorInfo] = field(default_factory=dict)
+    grants: Mapping[str, Grant] = field(default_factory=dict)
+    revocations: Mapping[str, tuple[Revocation, ...]] = field(default_factory=dict)
+    rejected: Mapping[str, tuple[str | None, str]] = field(default_factory=dict)  # id → (subject, why)
+    error: str | None = None  # the trust graph itself did not load: everything is denied
+    by_subject: dict[str, tuple[Grant, ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        index: dict[str, list[Grant]] = {}
+        for grant in self.grants.values():
+            index.setdefault(grant.subject, []).append(grant)
+        self.by_subject = {k: tuple(sorted(v, key=lambda g: g.grant_id)) for k, v in index.items()}
+
+    def known(self, actor: str) -> bool:
+        info = self.actors.get(actor)
+        return info is not None and bool(info.keys)
+
+    def groups_of(self, actor: str) -> tuple[str, ...]:
+        info = self.actors.get(actor)
+        return info.groups if info else ()
+
+    # -- holding capabilities ------------------------------------------------------
+
+    def holds(self, actor: str, cap: str, now: int) -> bool:
+        """Whether `actor` holds the concrete capability `cap` at `now`."""
+        return self._holds(actor, cap, now, matches, set())
+
+    def holds_pattern(self, actor: str, pattern: str, now: int) -> bool:
+        """Whether `actor` holds every capability `pattern` stands for (for delegation)."""
+        return self._holds(actor, pattern, now, covers, set())
+
+    def _holds(self, actor: str, cap: str, now: int, test: object, seen: set[str]) -> bool:
+        info = self.actors.get(actor)
+        if info is not None and any(test(held, cap) for held in info.caps):  # type: ignore[operator]
+            return True
+        for grant in self.by_subject.get(actor, ()):
+            if any(test(held, cap) for held in grant.caps) and \
+                    self._counts(grant, now, seen):  # type: ignore[operator]
+                return True
+        return False
+
+    def grant_problem(self, grant: Grant, now: int) -> str | None:
+        """Why `grant` does not count at `now` (None when it does)."""
+        return self._problem(grant, now, set())
+
+    def _counts(self, grant: Grant, now: int, seen: set[str]) -> bool:
+        return self._problem(grant, now, seen) is None
+
+    def _problem(self, grant: Grant, now: int, seen: set[str]) -> str | None:
+        if grant.aud != self.audience:
+            return f"grant {grant.grant_id} is for another node ({grant.aud})"
+        if now < grant.iat:
+            return f"grant {grant.grant_id} is not valid before {grant.doc['iat']}"
+        if grant.exp is not None and now >= grant.exp:
+            return f"grant {grant.grant_id} expired at {grant.doc['exp']}"
+        for revocation in self.revocations.get(grant.grant_id, ()):
+            if revocation.revoked_by == grant.issuer or \
+                    self._holds(revocation.revoked_by, "trust:revoke", now, matches,
+                                seen | {grant.grant_id}):
+                return f"grant {grant.grant_id} was revoked by {revocation.revoked_by}"
+        if grant.grant_id in seen:
+            return f"grant {grant.grant_id} depends on itself"
+        chain = seen | {grant.grant_id}
+        if not self._holds(grant.issuer, "trust:grant", now, matches, chain):
+            return f"issuer {grant.issuer} of grant {grant.grant_id} does not hold trust:grant"
+        for cap in grant.caps:
+            if not self._holds(grant.issuer, cap, now, covers, chain):
+                return (f"issuer {grant.issuer} of grant {grant.grant_id} does not hold {cap} "
+                        "(no escalation by delegation)")
+        return None
+
+    def explain_missing(self, actor: str, cap: str, now: int) -> str:
+        """Why none of the grants to `actor` that name `cap` counts (for denial reasons)."""
+        notes = [problem for grant in self.by_subject.get(actor, ())
+                 if any(matches(held, cap) for held in grant.caps)
+                 and (problem := self.grant_problem(grant, now)) is not None]
+        notes += [f"grant {gid} rejected: {why}" for gid, (subject, why) in sorted(self.rejected.items())
+                  if subject == actor]
+        return "; ".join(notes[:3])
+
+
+__all__ = ["ActorInfo", "TrustView"]
