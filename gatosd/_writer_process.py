@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import multiprocessing
 import signal
 from collections.abc import Sequence
@@ -51,6 +52,8 @@ def _serve(repo: str, durable: bool, conn: Connection, maintain: bool) -> None:
     if maintain:
         node.repo.objects.pack_threshold = 1
         maintainer = PackMaintainer(node.repo.objects, node.repo.git_dir)
+    gc.collect()
+    gc.freeze()  # the modules and the repository handle live as long as the writer
     conn.send("ready")
     try:
         _loop(node, conn, maintainer)

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import fcntl
+import gc
 import json
 import logging
 import os
@@ -161,6 +162,11 @@ async def run(config: DaemonConfig, ready: asyncio.Event | None = None) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        # Everything built so far (modules, pydantic schemas, the registry) lives as long
+        # as the daemon: keep it out of the collector's way. A full collection over it
+        # took ~11 ms here, a pause every request in flight would wait out.
+        gc.collect()
+        gc.freeze()
         with open(state_path + ".tmp", "w", encoding="utf-8") as handle:
             json.dump(state, handle)
         os.replace(state_path + ".tmp", state_path)
