@@ -162,6 +162,13 @@ class JsonlClient:
         self.close()
 
 
+def _proc_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "Z"
+
+
 @dataclass
 class Daemon:
     """A running `gatosd` subprocess and what it announced when ready."""
@@ -198,11 +205,34 @@ class Daemon:
             self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout)
 
+    def children(self) -> list[int]:
+        """Pids of the daemon's child processes (its journal writer among them)."""
+        pids: list[int] = []
+        for task in Path(f"/proc/{self.pid}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                pids += [int(p) for p in (task / "children").read_text().split()]
+        return pids
+
     def kill(self) -> int:
         """SIGKILL and reap."""
         if self.alive():
             self.proc.send_signal(signal.SIGKILL)
         return self.proc.wait(10)
+
+    def kill_and_wait_for_writer(self) -> int:
+        """SIGKILL the daemon, then wait until its orphaned writer finished its batch and exited.
+
+        The writer process does not die with the daemon: it completes the batch it was
+        given (unacknowledged, but never half-written) and exits at the pipe's end.
+        """
+        children = self.children()
+        status = self.kill()
+        deadline = time.monotonic() + 30
+        while any(Path(f"/proc/{pid}").exists() and "Z" not in _proc_state(pid) for pid in children):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the writer {children} did not exit after the daemon was killed")
+            time.sleep(0.02)
+        return status
 
     def stop(self) -> None:
         """Best-effort cleanup for fixtures: SIGTERM, then SIGKILL."""

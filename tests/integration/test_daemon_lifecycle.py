@@ -197,7 +197,7 @@ def test_kill_9_under_load_then_restart_loses_no_acknowledged_event(tmp_path: Pa
         for a in appenders:
             a.start()
         time.sleep(1.5)
-        assert daemon.kill() == -9
+        assert daemon.kill_and_wait_for_writer() == -9
         for a in appenders:
             a.join(30)
         assert sum(len(a.acked) for a in appenders) > 0
