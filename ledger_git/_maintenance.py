@@ -35,7 +35,7 @@ log = logging.getLogger("gatos.maintenance")
 
 DEFAULT_MERGE_EVERY = 32
 DEFAULT_REPACK_EVERY = 50  # git's own gc.autoPackLimit
-SMALL_PACK_OBJECTS = 1024
+SMALL_PACK_OBJECTS = 128  # 32 events: bigger packs are few enough to leave to git repack
 
 
 class PackMaintainer:
