@@ -94,9 +94,13 @@ class FoldResult:
 class Folder:
     """Folds the journals of a node's namespaces into checkpoints."""
 
-    def __init__(self, objects: ObjectStore, refs: RefStore) -> None:
+    def __init__(self, objects: ObjectStore, refs: RefStore,
+                 gate: Callable[[str], None] | None = None) -> None:
         self.objects = objects
         self.refs = refs
+        # Decides `state:<ns>:checkpoint` before a checkpoint is written; raises to refuse.
+        # Injected by the node (the policy plane), so the fold engine never imports it.
+        self.gate = gate
 
     # -- reading checkpoints -----------------------------------------------------------
 
@@ -268,6 +272,8 @@ class Folder:
             Conflict: the state ref kept moving under us for `tries` attempts.
         """
         ref = state_ref(spec.ns)
+        if write and self.gate is not None:
+            self.gate(spec.ns)
         for _ in range(tries):
             tip = self.refs.get(ref)
             heads = self.journals(spec.ns)

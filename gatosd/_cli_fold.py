@@ -48,7 +48,8 @@ def workdir(node: Node) -> str:
 
 
 def folder_of(node: Node) -> Folder:
-    return Folder(node.repo.objects, node.repo.refs)
+    return Folder(node.repo.objects, node.repo.refs,
+                  gate=lambda ns: node.policy.check_now(node.default_actor, "state.checkpoint", ns))
 
 
 def resolve_spec(node: Node, ns: str, path: str | None, *, root: str | None = None) -> FoldSpec:

@@ -97,6 +97,18 @@ class PolicyDenied(GatosError):
     code = "POLICY_DENY"
 
 
+class InvalidPolicy(GatosError):
+    """Policy rule text that does not parse, or a stored bundle that does not match its id."""
+
+    code = "INVALID_POLICY"
+
+
+class InvalidGrant(GatosError):
+    """A grant, revocation or trust graph document that is malformed or cannot be issued."""
+
+    code = "INVALID_GRANT"
+
+
 class RefInTheWay(GatosError):
     code = "REF_IN_THE_WAY"
 
@@ -203,7 +215,8 @@ class BadReply(GatosError):
 _WIRE_CLASSES: tuple[type[GatosError], ...] = (
     BadEncoding, BadFrame, BadSignature, Busy, Conflict, Corrupt, FoldFailed, FoldFuelExhausted,
     FoldMemoryExhausted, FoldProgramFailed, FoldStateInvalid, Internal, InvalidConfig, InvalidEvent,
-    InvalidFoldSpec, InvalidName, InvalidNamespace, Locked, NoActor, NotFastForward, NotFound, PolicyDenied,
+    InvalidFoldSpec, InvalidGrant, InvalidName, InvalidNamespace, InvalidPolicy, Locked, NoActor,
+    NotFastForward, NotFound, PolicyDenied,
     ProofMismatch, RefInTheWay, ShuttingDown, StorageFailed, Timeout, TooLarge, UlidReused, Unauthorized,
     UnknownActor, UnknownSigAlg, UnknownType,
 )

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
+from gatosd.errors import ProtocolError
 from ledger_core import AppendResult, SignedEvent
 from ledger_core.errors import LedgerError, StorageError
 from ledger_git import PackMaintainer
@@ -72,10 +73,10 @@ def _loop(node: Node, conn: Connection, maintainer: PackMaintainer | None) -> No
             return
         try:
             results = node.append_many(items, preverified=True)
-            out: list[Any] = [r if isinstance(r, AppendResult) else (r.code, r.reason)
-                              for r in results]
+            out: list[Any] = [r if isinstance(r, AppendResult)
+                              else (r.code, r.reason, getattr(r, "rule", None)) for r in results]
         except LedgerError as exc:
-            out = [(exc.code, exc.reason)] * len(items)
+            out = [(exc.code, exc.reason, None)] * len(items)
         except Exception as exc:  # reported to every caller of the batch
             out = [("STORAGE", f"writer failed: {exc}")] * len(items)
         conn.send(out)
@@ -83,7 +84,9 @@ def _loop(node: Node, conn: Connection, maintainer: PackMaintainer | None) -> No
             maintainer.after_write()
 
 
-def _error(code: str, reason: str) -> LedgerError:
+def _error(code: str, reason: str, rule: str | None = None) -> LedgerError:
+    if rule is not None:  # a policy denial keeps the rule that decided it on the wire
+        return ProtocolError(reason, code, rule)
     error = LedgerError(reason)
     error.code = code
     return error

@@ -284,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from gatosd._cli_fold import add_parsers as add_fold_parsers  # fold, fold verify, state show/at
     add_fold_parsers(sub)
+    from gatosd._cli_policy import add_parsers as add_policy_parsers  # grant, revoke, policy, audit, trust
+    add_policy_parsers(sub)
     return parser
 
 
@@ -292,6 +294,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except LedgerError as exc:
+        if exc.code == "POLICY_DENY":  # the daemon's error frame, so scripts parse one shape
+            sys.stderr.buffer.write(orjson.dumps({"ok": False, "id": None, "error": exc.to_wire()}) + b"\n")
+            sys.stderr.flush()
+            return EXIT_ERROR
         print(f"gatos: {exc.code}: {exc.reason}", file=sys.stderr)
         return EXIT_ERROR
     except OSError as exc:

@@ -7,6 +7,7 @@ journal compare-and-swap.
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import time
@@ -42,6 +43,7 @@ from ledger_core import (
 )
 from ledger_core.errors import BadSignature, LedgerError, UnknownActor
 from ledger_git import GitRepository, KeyExists, init_repository, open_repository
+from policy import DEFAULT_FILE, DEFAULT_RULES, AuditFailed, PolicyDenied, PolicyEngine, bootstrap
 
 POLICY_ACTIVE_REF = "refs/gatos/policies/active"
 CONFIG_ACTOR = "gatos.actor"
@@ -83,8 +85,11 @@ class Node:
     def __init__(self, repo: GitRepository) -> None:
         self.repo = repo
         self.trust = TrustStore(repo.objects, repo.refs)
+        # The gate: every append is decided against the active policy bundle and the
+        # trust graph (cached by ref value); denials are audited by `append_many`.
+        self.policy = PolicyEngine(repo.objects, repo.refs, clock=time.time, sleep=time.sleep)
         self.journal = Journal(repo.objects, repo.refs, self.trust,
-                               sleep=time.sleep, random=random.random)
+                               sleep=time.sleep, random=random.random, gate=self.policy.gate)
         self._signing_keys: dict[str, SigningKey] = {}
         self._max_event_bytes: int | None = None
         self._default_actor: str | None = None
@@ -109,8 +114,23 @@ class Node:
         actor = validate_actor(actor)
         repo.config_set(CONFIG_ACTOR, actor)
         public_key, created_key = node.ensure_key(actor, by=actor)
+        node._install_default_policy(actor)
         workdir = repo.repo.workdir or repo.git_dir
         return node, InitResult(workdir.rstrip("/"), actor, public_key, created_repo, created_key)
+
+    def _install_default_policy(self, owner: str) -> None:
+        """The owner holds every capability, everyone else is denied (idempotent).
+
+        The rules also go to `gatos/policies/` in the working tree (when it has none) so
+        the owner can edit them and `gatos policy apply`.
+        """
+        bootstrap(self.policy, owner, now_seconds())
+        workdir = self.repo.repo.workdir
+        if workdir and not os.path.exists(os.path.join(workdir, "gatos", "policies")):
+            os.makedirs(os.path.join(workdir, "gatos", "policies"))
+            with open(os.path.join(workdir, "gatos", "policies", DEFAULT_FILE), "w",
+                      encoding="utf-8") as handle:
+                handle.write(DEFAULT_RULES)
 
     # -- configuration --------------------------------------------------------------
 
@@ -158,6 +178,7 @@ class Node:
         if self.repo.keys.has(actor):
             raise KeyExists(f"{actor} already has a private key on this node")
         by = self.repo.config_get(CONFIG_ACTOR) or actor
+        self.policy.check_now(by, "trust.key", actor)
         return self.ensure_key(actor, by=by)[0]
 
     def list_keys(self) -> list[dict[str, Any]]:
@@ -197,11 +218,22 @@ class Node:
         return sign_event(event, self.signing_key(event.actor), self.max_event_bytes)
 
     def append(self, ns: str, signed: SignedEvent) -> AppendResult:
-        return self.journal.append(ns, signed)
+        result = self.append_many([(ns, signed)])[0]
+        if isinstance(result, LedgerError):
+            raise result
+        return result
 
     def append_many(self, items: Sequence[tuple[str, SignedEvent]], *,
                     preverified: bool = False) -> list[AppendResult | LedgerError]:
-        return self.journal.append_many(items, preverified=preverified)
+        """Gate and append a batch; the batch's denials are audited before it returns."""
+        self.policy.refresh()
+        results = self.journal.append_many(items, preverified=preverified)
+        try:
+            self.policy.flush()
+        except AuditFailed as exc:  # still denied; say the record is missing
+            results = [AuditFailed(f"denied by {r.rule} ({r.reason}); {exc.reason}")
+                       if isinstance(r, PolicyDenied) else r for r in results]
+        return results
 
     def check_signed(self, signed: SignedEvent, *, signed_here: bool = False) -> None:
         """What `Journal.append` checks of a signature, done ahead of the writer.

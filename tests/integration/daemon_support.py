@@ -26,6 +26,7 @@ import orjson
 
 from gatosd.node import Node
 from ledger_core import journal_ref, normalize_actor, read_range
+from policy import issue_grant
 from tests.integration.conftest import gatos, git, snapshot
 
 BIN = Path(sys.executable).parent
@@ -36,11 +37,16 @@ __all__ = ["Daemon", "JsonlClient", "append_frame", "assert_unchanged", "fsck", 
 
 
 def make_node(path: Path, *actors: str) -> Path:
-    """A fresh node owned by the first actor (default `user:a`), with keys for the others."""
+    """A fresh node owned by the first actor (default `user:a`), with keys for the others.
+
+    The others are granted `*:append` by the owner (deny by default: a key alone allows nothing).
+    """
     actors = actors or ("user:a",)
     node, _ = Node.init(str(path), actors[0], discover=False)
     for actor in actors[1:]:
         node.new_key(actor)
+        issue_grant(node.policy, node.signing_key(actors[0]), issuer=actors[0], subject=actor,
+                    caps=["*:append"], exp=None)
     return path
 
 

@@ -126,6 +126,7 @@ def test_payload_over_the_configured_limit_is_too_large(node: Path) -> None:
 def test_log_shows_every_actor_newest_first(node: Path) -> None:
     """log --json lists the events of a namespace from every actor's journal."""
     assert gatos(node, "key", "new", "--actor", "agent:bot").returncode == 0
+    assert gatos(node, "grant", "--to", "agent:bot", "--caps", "n:append").returncode == 0
     add(node, "--ns", "n", "--type", "a", "--payload", '{"i":1}')
     add(node, "--ns", "n", "--type", "b", "--payload", '{"i":2}', "--actor", "agent:bot")
     lines = [json.loads(x) for x in gatos(node, "log", "--ns", "n", "--json").stdout.splitlines()]

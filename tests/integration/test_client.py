@@ -43,6 +43,7 @@ from ledger_core import (
     sign_event,
     ulid_ms,
 )
+from policy import issue_grant
 from tests.integration.conftest import BIN, gatos
 
 pytestmark = pytest.mark.integration
@@ -96,7 +97,9 @@ def start_daemon(repo: Path, *args: str) -> Daemon:
 def make_node(path: Path) -> Path:
     """A node owned by user:a, with a second trusted actor user:carol (keys on disk)."""
     node, _ = Node.init(str(path), "user:a", discover=False)
-    node.new_key("user:carol")
+    node.new_key("user:carol")  # and a grant: deny by default, a key alone allows nothing
+    issue_grant(node.policy, node.signing_key("user:a"), issuer="user:a", subject="user:carol",
+                caps=["*:append"], exp=None)
     return path
 
 
