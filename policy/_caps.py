@@ -54,6 +54,8 @@ def matches(pattern: str, capability: str) -> bool:
     """Whether `pattern` grants `capability` (a concrete capability string)."""
     if "*" not in pattern:
         return pattern == capability
+    if pattern == "*":
+        return True
     return compile_pattern(pattern).fullmatch(capability) is not None
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from ledger_core import blake3_hex, canonical_json
 from policy._caps import ACTIONS, capability_for, matches
@@ -37,9 +37,8 @@ _TOPIC_ACTIONS = frozenset(a for a in ACTIONS if a.startswith("bus."))
 _CACHE_MAX = 65536
 
 
-@dataclass(frozen=True)
-class Request:
-    """One write (or subscription) to decide."""
+class Request(NamedTuple):
+    """One write (or subscription) to decide (a named tuple: one is built on every append)."""
 
     actor: str
     action: str
@@ -61,8 +60,7 @@ class Request:
                    value.get("type"))
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
     """The answer: allowed or not, which rule decided, why, and what to record or hide."""
 
     allowed: bool
