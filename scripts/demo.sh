@@ -13,6 +13,8 @@ echo "== gatos init (git init + owner key, public key committed on refs/gatos/tr
 gatos init --actor user:demo
 echo "== gatos key new / key list"
 gatos key new --actor agent:ci >/dev/null
+echo "== gatos grant (deny by default: a key alone allows nothing; the owner grants agent:ci one capability)"
+gatos grant --to agent:ci --caps finance:append >/dev/null
 gatos key list --json
 echo "== gatos event add"
 gatos event add --ns finance --type invoice.created --payload '{"id":"INV-1","amount_cents":120000}'
