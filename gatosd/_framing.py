@@ -13,6 +13,7 @@ without a socket. Rules:
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,9 +46,11 @@ def parse_frame(line: bytes) -> dict[str, Any]:
         raise bad_frame(f"not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise bad_frame(f"a frame is a JSON object, not {type(value).__name__}")
-    # Cheap pre-check: every key of every object is followed by one ':' (more colons may
-    # sit inside strings), so with fewer keys than colons a duplicate may have been merged.
-    if line.count(b":") > _count_keys(value):
+    # Cheap pre-check: every key in the text ends with `"` and (after optional blanks) a
+    # colon, so the text holds at least as many `"…:` as key tokens. When that count equals
+    # the keys parsed, no key token was merged into another: no duplicate. Only a `"…:`
+    # inside a string value makes the slow exact check run, never a missed duplicate.
+    if len(_KEY_END.findall(line)) > _count_keys(value):
         try:
             json.loads(line, object_pairs_hook=unique_pairs)
         except EncodingError as exc:
@@ -57,6 +60,9 @@ def parse_frame(line: bytes) -> dict[str, Any]:
         except ValueError:
             pass
     return value
+
+
+_KEY_END = re.compile(rb'"[ \t\r\n]*:')
 
 
 def _count_keys(value: Any) -> int:

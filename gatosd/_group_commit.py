@@ -27,7 +27,9 @@ from ledger_core import AppendResult, SignedEvent
 from ledger_core.errors import LedgerError
 
 Results = list[AppendResult | LedgerError]
-AppendMany = Callable[[Sequence[tuple[str, SignedEvent]]], Results | Awaitable[Results]]
+# Items are (namespace, event, verified): `verified` False asks the writer to check the
+# signature itself (client-signed events, verified in the batch off the event loop).
+AppendMany = Callable[[Sequence[tuple[str, SignedEvent, bool]]], Results | Awaitable[Results]]
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ class GroupCommitter:
         self._async = (inspect.iscoroutinefunction(append_many)
                        or inspect.iscoroutinefunction(type(append_many).__call__))
         self.config = config or GroupCommitConfig()
-        self._queue: asyncio.Queue[tuple[str, SignedEvent, asyncio.Future[AppendResult]]] = (
+        self._queue: asyncio.Queue[tuple[str, SignedEvent, bool, asyncio.Future[AppendResult]]] = (
             asyncio.Queue(self.config.max_queue))
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gatos-writer")
         self._task: asyncio.Task[None] | None = None
@@ -63,20 +65,23 @@ class GroupCommitter:
     def queued(self) -> int:
         return self._queue.qsize()
 
-    async def submit(self, ns: str, signed: SignedEvent) -> AppendResult:
-        """Append through the next batch; return once the ref update is done."""
+    async def submit(self, ns: str, signed: SignedEvent, *, verified: bool = True) -> AppendResult:
+        """Append through the next batch; return once the ref update is done.
+
+        `verified=False`: the signature has not been checked yet; the writer checks it.
+        """
         if self._closing:
             raise shutting_down()
         future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
         try:
-            self._queue.put_nowait((ns, signed, future))
+            self._queue.put_nowait((ns, signed, verified, future))
         except asyncio.QueueFull:
             raise busy(f"the append queue is full ({self.config.max_queue} waiting)") from None
         # Shielded: a client that disconnects must not cancel a write already queued;
         # the event is either written with its batch or not at all, never half.
         return await asyncio.shield(future)
 
-    async def _collect(self) -> list[tuple[str, SignedEvent, asyncio.Future[AppendResult]]]:
+    async def _collect(self) -> list[tuple[str, SignedEvent, bool, asyncio.Future[AppendResult]]]:
         batch = [await self._queue.get()]
         self._writing = True  # from here close() must wait: these items are off the queue
         deadline = time.monotonic() + self.config.max_delay
@@ -101,7 +106,7 @@ class GroupCommitter:
         loop = asyncio.get_running_loop()
         while True:
             batch = await self._collect()
-            items = [(ns, signed) for ns, signed, _ in batch]
+            items = [(ns, signed, verified) for ns, signed, verified, _ in batch]
             started = time.perf_counter()
             try:
                 if self._async:
@@ -117,7 +122,7 @@ class GroupCommitter:
                                for r in results)
             if self._on_batch:
                 self._on_batch(len(batch), elapsed)
-            for (_, _, future), result in zip(batch, results, strict=True):
+            for (_, _, _, future), result in zip(batch, results, strict=True):
                 if future.done():
                     continue
                 if isinstance(result, BaseException):

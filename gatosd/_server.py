@@ -90,11 +90,18 @@ class Connection:
     async def _writer_loop(self) -> None:
         limits = self.server.limits
         try:
-            while True:
-                data = await self.out.get()
-                if data is None:
-                    break
-                self.writer.write(data)
+            done = False
+            while not done:
+                # Replies finished together (a batch's acks) leave in one write: one
+                # syscall instead of one per frame.
+                chunks = [await self.out.get()]
+                while not self.out.empty() and len(chunks) < 256:
+                    chunks.append(self.out.get_nowait())
+                if None in chunks:
+                    chunks = chunks[:chunks.index(None)]
+                    done = True
+                if chunks:
+                    self.writer.write(b"".join(chunks))  # type: ignore[arg-type]
                 if self.writer.transport.get_write_buffer_size() > 64 * 1024:
                     await asyncio.wait_for(self.writer.drain(), limits.write_timeout)
             await asyncio.wait_for(self.writer.drain(), limits.write_timeout)

@@ -38,7 +38,8 @@ START_TIMEOUT = 60.0
 if TYPE_CHECKING:
     from gatosd.node import Node
 
-Items = Sequence[tuple[str, SignedEvent]]
+# (namespace, event, whether its signature was already checked by the daemon)
+Items = Sequence[tuple[str, SignedEvent, bool]]
 
 
 def _serve(repo: str, durable: bool, conn: Connection, maintain: bool) -> None:
@@ -72,7 +73,8 @@ def _loop(node: Node, conn: Connection, maintainer: PackMaintainer | None) -> No
         if items is None:
             return
         try:
-            results = node.append_many(items, preverified=True)
+            results = node.append_many([(ns, signed) for ns, signed, _ in items],
+                                       preverified=[verified for _, _, verified in items])
             out: list[Any] = [r if isinstance(r, AppendResult)
                               else (r.code, r.reason, getattr(r, "rule", None)) for r in results]
         except LedgerError as exc:

@@ -224,7 +224,7 @@ class Node:
         return result
 
     def append_many(self, items: Sequence[tuple[str, SignedEvent]], *,
-                    preverified: bool = False) -> list[AppendResult | LedgerError]:
+                    preverified: bool | Sequence[bool] = False) -> list[AppendResult | LedgerError]:
         """Gate and append a batch; the batch's denials are audited before it returns."""
         self.policy.refresh()
         results = self.journal.append_many(items, preverified=preverified)

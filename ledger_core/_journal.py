@@ -151,7 +151,7 @@ class Journal:
         return result
 
     def append_many(self, items: Sequence[tuple[str, SignedEvent]], *,
-                    preverified: bool = False) -> list[AppendResult | LedgerError]:
+                    preverified: bool | Sequence[bool] = False) -> list[AppendResult | LedgerError]:
         """Group commit: append a batch, one object write and one ref update per journal.
 
         Each item succeeds or fails on its own; the result list is in input order and
@@ -160,13 +160,18 @@ class Journal:
         `preverified=True` says the caller already ran `verify_signed` on every item
         against this journal's key resolver (the daemon does, on other threads, so the
         single writer thread does not spend its time on ed25519). The gate still runs.
+        A sequence of flags says it per item (the daemon's writer verifies client-signed
+        events of a batch itself and trusts the node-signed ones it was handed).
         """
+        flags = [preverified] * len(items) if isinstance(preverified, bool) else list(preverified)
+        if len(flags) != len(items):
+            raise ValueError("one preverified flag per item")
         results: list[AppendResult | LedgerError | None] = [None] * len(items)
         by_ref: dict[RefName, list[int]] = {}
         for i, (ns, signed) in enumerate(items):
             try:
                 ref = journal_ref(validate_namespace(ns), signed.event.actor)
-                if not preverified:
+                if not flags[i]:
                     verify_signed(signed, self.keys)
                 if self.gate is not None:
                     self.gate(ns, signed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -212,3 +213,41 @@ def test_in_line_tracks_a_started_line_even_while_dropping_it() -> None:
     assert framer.in_line and framer.pending == 0
     framer.feed(b"\n")
     assert not framer.in_line
+
+
+_keys = st.sampled_from(["a", "b", "id", "type", 'q"u:o', "x:y"])
+_values = st.recursive(
+    st.none() | st.integers(-5, 5) | st.sampled_from(["", ":", '":', 'a":b', "t:0Z"]),
+    lambda inner: st.lists(inner, max_size=3) | st.lists(st.tuples(_keys, inner), max_size=3).map(
+        lambda pairs: ("obj", pairs)),
+    max_leaves=8)
+
+
+def _render(value: object, blanks: str) -> str:
+    if isinstance(value, tuple):
+        inner = f",{blanks}".join(f"{json.dumps(k)}{blanks}:{blanks}{_render(v, blanks)}" for k, v in value[1])
+        return "{" + inner + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(_render(v, blanks) for v in value) + "]"
+    return json.dumps(value)
+
+
+@given(st.lists(st.tuples(_keys, _values), max_size=4), st.sampled_from(["", " ", "\n\t "]))
+def test_a_duplicate_key_anywhere_is_always_refused(pairs: list[tuple[str, object]], blanks: str) -> None:
+    """Whatever the blanks and string contents, a text with a repeated key in any object is a
+    BAD_FRAME, and one without is accepted (the fast pre-check never lets a duplicate by)."""
+    text = _render(("obj", pairs), blanks).encode()
+
+    def has_dup(node: object) -> bool:
+        if isinstance(node, tuple):
+            keys = [k for k, _ in node[1]]
+            return len(keys) != len(set(keys)) or any(has_dup(v) for _, v in node[1])
+        if isinstance(node, list):
+            return any(has_dup(v) for v in node)
+        return False
+
+    if has_dup(("obj", pairs)):
+        with pytest.raises(ProtocolError):
+            parse_frame(text)
+    else:
+        assert parse_frame(text) == json.loads(text)

@@ -37,16 +37,16 @@ class FakeStore:
         self.gate = threading.Event()
         self.gate.set()
 
-    def __call__(self, items: Sequence[tuple[str, Any]]) -> list[Any]:
+    def __call__(self, items: Sequence[tuple[str, Any, bool]]) -> list[Any]:
         self.gate.wait(10)
         if self.delay:
             time.sleep(self.delay)
         number = len(self.batches)
-        self.batches.append([signed.tag for _, signed in items])
+        self.batches.append([signed.tag for _, signed, _ in items])
         if number in self.fail_batches:
             raise OSError(f"disk on fire in batch {number}")
         return [UlidReused(f"refused {signed.tag}") if signed.tag in self.refuse
-                else _Result(ns, signed.tag, number) for ns, signed in items]
+                else _Result(ns, signed.tag, number) for ns, signed, _ in items]
 
 
 def _run(coro: Any) -> Any:
@@ -247,12 +247,12 @@ class AsyncStore:
         self.batches: list[list[str]] = []
         self.threads: set[int] = set()
 
-    async def __call__(self, items: Sequence[tuple[str, Any]]) -> list[Any]:
+    async def __call__(self, items: Sequence[tuple[str, Any, bool]]) -> list[Any]:
         self.threads.add(threading.get_ident())
         await asyncio.sleep(self.write_time)
         number = len(self.batches)
-        self.batches.append([signed.tag for _, signed in items])
-        return [_Result(ns, signed.tag, number) for ns, signed in items]
+        self.batches.append([signed.tag for _, signed, _ in items])
+        return [_Result(ns, signed.tag, number) for ns, signed, _ in items]
 
 
 def test_a_coroutine_append_many_is_awaited_on_the_loop_and_batches_while_busy() -> None:

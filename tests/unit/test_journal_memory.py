@@ -259,6 +259,20 @@ def test_bad_signature() -> None:
     assert state(objects, refs) == before
 
 
+def test_per_item_preverified_flags_check_only_the_unchecked_items() -> None:
+    """In a batch, items flagged unverified get their signature checked (a forged one is
+    refused alone); the others go through as the caller vouched for them."""
+    journal, _objects, _refs, _ = make_journal()
+    forged = SignedEvent.create(signed(3).event, signed(4).signature)
+    results = journal.append_many([(NS, signed(1)), (NS, forged), (NS, signed(2, key=MALLORY))],
+                                  preverified=[False, False, True])
+    assert not isinstance(results[0], Exception)
+    assert isinstance(results[1], BadSignature)
+    assert not isinstance(results[2], Exception)  # vouched for by the caller: not re-checked
+    with pytest.raises(ValueError, match="one preverified flag per item"):
+        journal.append_many([(NS, signed(5))], preverified=[True, False])
+
+
 def test_invalid_namespace() -> None:
     """A bad namespace is `INVALID_NS` and nothing is written."""
     journal, objects, refs, _ = make_journal()
