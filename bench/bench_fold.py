@@ -27,6 +27,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import policy
 from echo_fold import Folder, parse_spec
 from echo_fold._order import merge
 from echo_fold._source import read_event, walk
@@ -44,6 +45,7 @@ end
 """
 SPEC = b"fold_id: bench\nversion: 1\nns: bench\nprogram: p.lua\nchannels: [totals, table]\n"
 ACTORS = ("user:alice", "user:bob")
+NS = "bench"
 T0 = 1_700_000_000_000
 
 
@@ -57,6 +59,9 @@ def build(path: str, events: int, batch: int = 20_000) -> Node:
     shutil.rmtree(path, ignore_errors=True)
     node, _ = Node.init(path, ACTORS[0], discover=False)
     node.ensure_key(ACTORS[1])
+    # Deny by default: the second actor may append to the bench namespace once granted.
+    policy.issue_grant(node.policy, node.signing_key(ACTORS[0]), issuer=ACTORS[0],
+                       subject=ACTORS[1], caps=[f"{NS}:append"], exp=None)
     started = time.perf_counter()
     for start in range(0, events, batch):
         items = []
