@@ -38,6 +38,9 @@ class FileRefStore(RefStore):
         self._packed_stamp: tuple[int, int, int] | None = None
         self._packed: dict[str, ObjectId] = {}
         self._loose_cache: dict[str, tuple[tuple[int, int, int], ObjectId]] = {}
+        # Names `get` already validated: the gate reads the same two refs for every
+        # batch, and validating a name costs more than the stat that follows.
+        self._valid: set[str] = set()
 
     def _path(self, name: str) -> str:
         return os.path.join(self.git_dir, name)
@@ -92,7 +95,10 @@ class FileRefStore(RefStore):
         return self._packed
 
     def get(self, name: RefName) -> ObjectId | None:
-        name = validate_ref_name(name)
+        if name not in self._valid:
+            name = validate_ref_name(name)
+            if len(self._valid) < 65536:
+                self._valid.add(name)
         loose = self._read_loose(name)
         if loose is not None:
             return loose
