@@ -43,12 +43,37 @@ class TrustView:
     rejected: Mapping[str, tuple[str | None, str]] = field(default_factory=dict)  # id → (subject, why)
     error: str | None = None  # the trust graph itself did not load: everything is denied
     by_subject: dict[str, tuple[Grant, ...]] = field(default_factory=dict)
+    # (subject, literal capability) → grants naming it, and subject → grants with a `*`
+    # capability: a concrete capability is checked against those few grants, not all.
+    by_cap: dict[tuple[str, str], tuple[Grant, ...]] = field(default_factory=dict)
+    wild: dict[str, tuple[Grant, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         index: dict[str, list[Grant]] = {}
         for grant in self.grants.values():
             index.setdefault(grant.subject, []).append(grant)
         self.by_subject = {k: tuple(sorted(v, key=lambda g: g.grant_id)) for k, v in index.items()}
+        by_cap: dict[tuple[str, str], list[Grant]] = {}
+        wild: dict[str, list[Grant]] = {}
+        for subject, grants in self.by_subject.items():  # grant-id order is kept in each list
+            for grant in grants:
+                for cap in dict.fromkeys(grant.caps):
+                    if "*" in cap:
+                        if not wild.get(subject) or wild[subject][-1] is not grant:
+                            wild.setdefault(subject, []).append(grant)
+                    else:
+                        by_cap.setdefault((subject, cap), []).append(grant)
+        self.by_cap = {k: tuple(v) for k, v in by_cap.items()}
+        self.wild = {k: tuple(v) for k, v in wild.items()}
+
+    def _candidates(self, actor: str, cap: str) -> list[Grant]:
+        """The grants to `actor` that match the concrete `cap`, in grant-id order."""
+        found = list(self.by_cap.get((actor, cap), ()))
+        found += [g for g in self.wild.get(actor, ())
+                  if g not in found and any(matches(held, cap) for held in g.caps)]
+        if len(found) > 1:
+            found.sort(key=lambda g: g.grant_id)
+        return found
 
     def known(self, actor: str) -> bool:
         info = self.actors.get(actor)
@@ -72,6 +97,8 @@ class TrustView:
         info = self.actors.get(actor)
         if info is not None and any(test(held, cap) for held in info.caps):  # type: ignore[operator]
             return True
+        if test is matches:
+            return any(self._counts(grant, now, seen) for grant in self._candidates(actor, cap))
         for grant in self.by_subject.get(actor, ()):
             if any(test(held, cap) for held in grant.caps) and \
                     self._counts(grant, now, seen):  # type: ignore[operator]
@@ -110,9 +137,8 @@ class TrustView:
 
     def explain_missing(self, actor: str, cap: str, now: int) -> str:
         """Why none of the grants to `actor` that name `cap` counts (for denial reasons)."""
-        notes = [problem for grant in self.by_subject.get(actor, ())
-                 if any(matches(held, cap) for held in grant.caps)
-                 and (problem := self.grant_problem(grant, now)) is not None]
+        notes = [problem for grant in self._candidates(actor, cap)
+                 if (problem := self.grant_problem(grant, now)) is not None]
         notes += [f"grant {gid} rejected: {why}" for gid, (subject, why) in sorted(self.rejected.items())
                   if subject == actor]
         return "; ".join(notes[:3])
