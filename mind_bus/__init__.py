@@ -1,1 +1,101 @@
-"""Message plane: the commit-backed bus (issue 6)."""
+"""Message plane: the commit-backed bus (SPEC §4, issue 6).
+
+Topics are shard refs of message commits (`refs/gatos/mbus/<topic>/-<shard>`),
+published in group commits with ULID dedupe; consumer groups track delivery, acks,
+redelivery and dead letters in a pure state machine whose durable part lives on
+`refs/gatos/mbus-ack/<topic>/-<group>`; retention prunes old segments behind a
+summary commit with a Merkle root. Only `ledger_core` is imported: the daemon injects
+the gate, the clock and the signer.
+"""
+
+from __future__ import annotations
+
+from mind_bus._acks import OFFSETS_FILE, AckLog, ack_commit
+from mind_bus._config import CONFIG_DIR, TopicConfig, config_path, shard_for_key
+from mind_bus._groups import GroupState, Pending, Take
+from mind_bus._message import (
+    MESSAGE_TYPE,
+    Place,
+    StoredMessage,
+    body_hash,
+    check_message,
+    message_commit,
+    message_event,
+    read_message,
+)
+from mind_bus._names import (
+    ACK_PREFIX,
+    DLQ_PREFIX,
+    MBUS_PREFIX,
+    ack_ref,
+    dlq_topic,
+    parse_shard_ref,
+    shard_prefix,
+    shard_ref,
+    validate_group,
+    validate_topic,
+)
+from mind_bus._positions import parse_from, start_positions
+from mind_bus._retention import SUMMARY_FILE, merkle_root, prune_shard, prune_topic, read_summary
+from mind_bus._store import BusGate, BusLog, PublishRequest, PublishResult, Signer
+from mind_bus.errors import (
+    BusError,
+    InvalidBusConfig,
+    InvalidMessage,
+    InvalidPosition,
+    InvalidTopic,
+    NotPending,
+    UlidConflict,
+    UnknownGroup,
+)
+
+__all__ = [
+    "ACK_PREFIX",
+    "CONFIG_DIR",
+    "DLQ_PREFIX",
+    "MBUS_PREFIX",
+    "MESSAGE_TYPE",
+    "OFFSETS_FILE",
+    "SUMMARY_FILE",
+    "AckLog",
+    "BusError",
+    "BusGate",
+    "BusLog",
+    "GroupState",
+    "InvalidBusConfig",
+    "InvalidMessage",
+    "InvalidPosition",
+    "InvalidTopic",
+    "NotPending",
+    "Pending",
+    "Place",
+    "PublishRequest",
+    "PublishResult",
+    "Signer",
+    "StoredMessage",
+    "Take",
+    "TopicConfig",
+    "UlidConflict",
+    "UnknownGroup",
+    "ack_commit",
+    "ack_ref",
+    "body_hash",
+    "check_message",
+    "config_path",
+    "dlq_topic",
+    "merkle_root",
+    "message_commit",
+    "message_event",
+    "parse_from",
+    "parse_shard_ref",
+    "prune_shard",
+    "prune_topic",
+    "read_message",
+    "read_summary",
+    "shard_for_key",
+    "shard_prefix",
+    "shard_ref",
+    "start_positions",
+    "validate_group",
+    "validate_topic",
+]

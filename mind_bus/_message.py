@@ -1,0 +1,165 @@
+"""One message as a Git commit, byte for byte.
+
+A message is a signed envelope (`ledger_core.Event`, type `gmb.message`) whose payload
+is `{"topic", "key", "headers", "body"}`; its commit is
+
+    tree    = event.cbor (canonical bytes) + event.sig (raw ed25519 signature)
+    message = "gmb.message\\n\\n" + trailers Topic, Shard, Position, Segment,
+              Segment-Start, Segment-Bytes, Shard-Map, Ulid, Actor, Event-CID, Body-Hash, Sig
+    parents = the previous message of the shard (none for the first, or a summary commit
+              after pruning)
+    time    = the envelope's `ts`, itself taken from the ULID
+
+so the same message at the same place of the same shard is the same commit on every
+node. The signed bytes hold what the publisher said (topic, key, headers, body, ULID);
+the place (shard, position, segment) is the bus's and lives in the trailers only.
+`Body-Hash` is BLAKE3 of the canonical `{"body","headers","key"}`: the duplicate check
+compares it, never the signature or the time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ledger_core import (
+    EVENT_FILE,
+    SIG_FILE,
+    Commit,
+    Event,
+    GitObject,
+    ObjectId,
+    ObjectStore,
+    SignedEvent,
+    TreeEntry,
+    blake3_hex,
+    encode,
+    encode_commit,
+    encode_tree,
+    format_timestamp_ms,
+    ulid_ms,
+)
+from ledger_core._gitobj import MODE_BLOB, format_trailers, signature_line
+from ledger_core.errors import EncodingError, InvalidEvent, LedgerError
+from mind_bus.errors import InvalidMessage
+
+MESSAGE_TYPE = "gmb.message"
+MAX_HEADERS = 64
+
+
+def check_message(payload: Any, key: str | None, headers: dict[str, str] | None) -> bytes:
+    """Validate what a publisher sends; return the canonical `{"body","headers","key"}` bytes.
+
+    Raises:
+        InvalidMessage: a float, a non-string key or header, too many headers.
+    """
+    if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 256):
+        raise InvalidMessage("`key` must be a string of 1..256 characters")
+    if headers is not None and (not isinstance(headers, dict) or len(headers) > MAX_HEADERS or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in headers.items())):
+        raise InvalidMessage(f"`headers` must map strings to strings (at most {MAX_HEADERS})")
+    try:
+        return encode({"body": payload, "headers": headers or {}, "key": key})
+    except EncodingError as exc:
+        raise InvalidMessage(f"the payload is not a canonical value: {exc.reason}") from None
+
+
+def body_hash(canonical_body: bytes) -> str:
+    return blake3_hex(canonical_body)
+
+
+def message_event(topic: str, payload: Any, *, key: str | None, headers: dict[str, str] | None,
+                  ulid: str, publisher: str, policy_root: str) -> Event:
+    """The envelope the publisher signs; `ts` comes from the ULID (deterministic commits)."""
+    try:
+        return Event.from_value({
+            "type": MESSAGE_TYPE, "ulid": ulid, "actor": publisher,
+            "payload": {"topic": topic, "key": key, "headers": headers or {}, "body": payload},
+            "policy_root": policy_root, "ts": format_timestamp_ms(ulid_ms(ulid)),
+        })
+    except InvalidEvent as exc:
+        raise InvalidMessage(exc.reason) from None
+    except LedgerError as exc:
+        raise InvalidMessage(exc.reason) from None
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a message sits: shard, position (from 1), segment, shard-map version.
+
+    `segment_start` and `segment_bytes` (the segment's first position and its bytes so
+    far, this message included) let the writer decide rotation from the head alone.
+    """
+
+    topic: str
+    shard: int
+    position: int
+    segment: int
+    shard_map: int
+    segment_start: int
+    segment_bytes: int
+
+
+def message_commit(signed: SignedEvent, place: Place, parent: ObjectId | None,
+                   digest: str) -> tuple[list[GitObject], ObjectId]:
+    """The four objects of a message commit and the commit id."""
+    event_blob = GitObject("blob", signed.canonical)
+    sig_blob = GitObject("blob", signed.signature)
+    tree = GitObject("tree", encode_tree([TreeEntry(EVENT_FILE, MODE_BLOB, event_blob.oid),
+                                          TreeEntry(SIG_FILE, MODE_BLOB, sig_blob.oid)]))
+    ev = signed.event
+    ident = signature_line(ev.actor, ev.actor, ev.commit_time)
+    trailers = format_trailers([
+        ("Topic", place.topic), ("Shard", str(place.shard)), ("Position", str(place.position)),
+        ("Segment", str(place.segment)), ("Segment-Start", str(place.segment_start)),
+        ("Segment-Bytes", str(place.segment_bytes)), ("Shard-Map", str(place.shard_map)),
+        ("Ulid", ev.ulid), ("Actor", ev.actor), ("Event-CID", signed.cid),
+        ("Body-Hash", digest), ("Sig", signed.signature_text),
+    ])
+    commit = GitObject("commit", encode_commit(tree.oid, (parent,) if parent else (), ident, ident,
+                                               f"{MESSAGE_TYPE}\n\n{trailers}"))
+    return [event_blob, sig_blob, tree, commit], commit.oid
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    """A message read back from its commit."""
+
+    commit: ObjectId
+    topic: str
+    shard: int
+    position: int
+    segment: int
+    ulid: str
+    actor: str
+    key: str | None
+    headers: dict[str, str]
+    payload: Any
+    size: int
+    body_hash: str
+
+    def frame(self) -> dict[str, Any]:
+        return {"topic": self.topic, "shard": self.shard, "position": self.position,
+                "ulid": self.ulid, "key": self.key, "headers": self.headers,
+                "publisher": self.actor, "commit": self.commit, "payload": self.payload}
+
+
+def is_summary(commit: Commit) -> bool:
+    return commit.subject == "gmb.summary"
+
+
+def read_message(objects: ObjectStore, oid: ObjectId, commit: Commit | None = None) -> StoredMessage:
+    """Decode a message commit (trailers for the place, `event.cbor` for the content)."""
+    commit = commit or objects.read_commit(oid)
+    trailers = commit.trailers
+    blobs = {e.name: e.oid for e in objects.read_tree(commit.tree)}
+    data = objects.read_blob(blobs[EVENT_FILE])
+    signed = SignedEvent.from_bytes(data, objects.read_blob(blobs[SIG_FILE]))
+    body = signed.event.payload
+    return StoredMessage(oid, trailers["Topic"], int(trailers["Shard"]), int(trailers["Position"]),
+                         int(trailers["Segment"]), trailers["Ulid"], trailers["Actor"], body["key"],
+                         dict(body["headers"]), body["body"], len(data), trailers["Body-Hash"])
+
+
+__all__ = ["MESSAGE_TYPE", "Place", "StoredMessage", "body_hash", "check_message", "is_summary",
+           "message_commit", "message_event", "read_message"]
