@@ -187,6 +187,28 @@ class ProofMismatch(FoldFailed):
     code = "PROOF_MISMATCH"
 
 
+class BusFailed(GatosError):
+    """A bus request could not be served (root of the bus codes)."""
+
+    code = "BUS_ERROR"
+
+
+class InvalidMessage(BusFailed):
+    code = "INVALID_MESSAGE"
+
+
+class InvalidPosition(BusFailed):
+    code = "INVALID_POSITION"
+
+
+class NotPending(BusFailed):
+    code = "NOT_PENDING"
+
+
+class UnknownGroup(BusFailed):
+    code = "UNKNOWN_GROUP"
+
+
 # -- local failures: raised by the client itself, never sent by a daemon ----------------
 
 
@@ -213,12 +235,12 @@ class BadReply(GatosError):
 
 
 _WIRE_CLASSES: tuple[type[GatosError], ...] = (
-    BadEncoding, BadFrame, BadSignature, Busy, Conflict, Corrupt, FoldFailed, FoldFuelExhausted,
+    BadEncoding, BadFrame, BadSignature, BusFailed, Busy, Conflict, Corrupt, FoldFailed, FoldFuelExhausted,
     FoldMemoryExhausted, FoldProgramFailed, FoldStateInvalid, Internal, InvalidConfig, InvalidEvent,
-    InvalidFoldSpec, InvalidGrant, InvalidName, InvalidNamespace, InvalidPolicy, Locked, NoActor,
-    NotFastForward, NotFound, PolicyDenied,
+    InvalidFoldSpec, InvalidGrant, InvalidMessage, InvalidName, InvalidNamespace, InvalidPolicy,
+    InvalidPosition, Locked, NoActor, NotFastForward, NotFound, NotPending, PolicyDenied,
     ProofMismatch, RefInTheWay, ShuttingDown, StorageFailed, Timeout, TooLarge, UlidReused, Unauthorized,
-    UnknownActor, UnknownSigAlg, UnknownType,
+    UnknownActor, UnknownGroup, UnknownSigAlg, UnknownType,
 )
 
 CODE_TO_ERROR: dict[str, type[GatosError]] = {cls.code: cls for cls in _WIRE_CLASSES}

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from gatosd._bus_methods import BusMethods
 from gatosd._fold_methods import FoldMethods
 from gatosd._group_commit import GroupCommitConfig, GroupCommitter
 from gatosd._ledger_methods import LedgerMethods
@@ -129,6 +130,8 @@ async def run(config: DaemonConfig, ready: asyncio.Event | None = None) -> int:
     methods.register(registry)
     fold_methods = FoldMethods(methods.repo_path, metrics)  # fold_state, state.get
     fold_methods.register(registry)
+    bus_methods = BusMethods(methods.repo_path, node, committer, server, durable=config.durable)
+    bus_methods.register(registry)  # bus.* (its writer process starts on the first bus request)
     committer.start()
 
     state: dict[str, Any] = {"pid": os.getpid(), "repo": methods.repo_path}
@@ -184,6 +187,7 @@ async def run(config: DaemonConfig, ready: asyncio.Event | None = None) -> int:
         # Shutdown: stop accepting, answer what is in flight, flush every queued append.
         await server.stop_accepting()
         await server.drain(config.grace)
+        await bus_methods.close()
         await committer.close()
         for task in waiters:
             task.cancel()
