@@ -286,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_fold_parsers(sub)
     from gatosd._cli_policy import add_parsers as add_policy_parsers  # grant, revoke, policy, audit, trust
     add_policy_parsers(sub)
+    from gatosd._cli_bus import add_parsers as add_bus_parsers  # bus publish, bus subscribe
+    add_bus_parsers(sub)
     return parser
 
 
