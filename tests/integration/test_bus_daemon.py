@@ -81,7 +81,7 @@ def test_publish_then_upstream_subscribe_frame(daemon: Daemon) -> None:
         frames = []
         while not any(f.get("type") == "bus.message" for f in frames):
             frames.append(c.recv())
-        assert [f for f in frames if f.get("type") == "bus.message"][0]["payload"] == "x"
+        assert next(f for f in frames if f.get("type") == "bus.message")["payload"] == "x"
         reply = c.request({"type": "bus.unsubscribe", "id": "u", "subscription": "01B"})
         assert reply["ok"], reply
     ref = f"refs/gatos/mbus/echo/jobs/-{sent[0]['shard']}"
@@ -108,7 +108,8 @@ def test_duplicate_and_bad_input(daemon: Daemon) -> None:
         for i, (frame, code) in enumerate(bad):
             reply = c.request({"type": "bus.publish", "id": f"b{i}", **frame})
             assert reply["ok"] is False and reply["error"]["code"] == code, reply
-        reply = c.request({"type": "bus.ack", "id": "x", "topic": "t", "group": "nobody", "ulid": first["ulid"]})
+        reply = c.request({"type": "bus.ack", "id": "x", "topic": "t", "group": "nobody",
+                           "ulid": first["ulid"]})
         assert reply["error"]["code"] == "UNKNOWN_GROUP"
         reply = c.request({"type": "bus.subscribe", "id": "s", "topic": "t", "from": "HEAD+1"})
         assert reply["error"]["code"] == "INVALID_POSITION"
@@ -184,3 +185,45 @@ def test_ack_wait_redelivery_dead_letter_and_commit(daemon: Daemon) -> None:
         assert again["event"]["duplicate"] is True
         assert p["ok"]
     assert "gmb.commit" in git(daemon.repo, "log", "--format=%s", "refs/gatos/journal/mbus/user/a")
+
+
+def test_gate_denies_publish_and_subscribe_without_the_capability(tmp_path: Path) -> None:
+    """Deny by default: user:b (only *:append) cannot publish or subscribe; nothing is written."""
+    repo = make_node(tmp_path / "node", "user:a", "user:b")
+    with short_dir() as sock:
+        d = start_daemon(repo, socket_dir=sock)
+        try:
+            with d.client() as c:
+                publish(c, "t", 1)  # the owner may
+                before = git(repo, "for-each-ref", "refs/gatos/mbus/")
+                r = publish(c, "t", 2, "p2", actor="user:b")
+                assert r["error"]["code"] == "POLICY_DENY", r
+                r = c.request({"type": "bus.subscribe", "id": "s", "topic": "t", "actor": "user:b"})
+                assert r["error"]["code"] == "POLICY_DENY", r
+                assert git(repo, "for-each-ref", "refs/gatos/mbus/") == before
+        finally:
+            d.stop()
+    assert "bus:t:publish" in git(repo, "log", "-p", "refs/gatos/audit/policy")
+
+
+def test_prune_through_the_daemon(tmp_path: Path) -> None:
+    """bus.prune leaves a gmb.summary root; later positions and new publishes continue."""
+    repo = make_node(tmp_path / "node")
+    (repo / "gatos" / "mbus-config").mkdir(parents=True)
+    (repo / "gatos" / "mbus-config" / "old.json").write_text('{"shards":1,"segment_max_messages":2}')
+    with short_dir() as sock:
+        d = start_daemon(repo, socket_dir=sock)
+        try:
+            with d.client() as c:
+                for i in range(5):
+                    publish(c, "old", i, f"p{i}", ulid=f"01H0000000000000000000000{i}")  # year 2023
+                r = c.request({"type": "bus.prune", "id": "x", "topic": "old", "ttl_seconds": 60})
+                assert r["ok"] and r["summaries"][0]["pruned"] == 4, r
+                assert publish(c, "old", 9, "p9")["position"] == 6
+                c.send({"type": "bus.subscribe", "id": "s", "topic": "old", "from": "earliest"})
+                assert [m["position"] for m in messages(c, 2)] == [5, 6]
+        finally:
+            d.stop()
+    subjects = git(repo, "log", "--format=%s", "refs/gatos/mbus/old/-0").split()
+    assert subjects == ["gmb.message", "gmb.message", "gmb.summary"]
+    git(repo, "fsck", "--strict")
