@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from gatosd._bus_methods import BusMethods
 from gatosd._fold_methods import FoldMethods
 from gatosd._framing import encode_frame
 from gatosd._ledger_methods import LedgerMethods
@@ -91,6 +92,7 @@ def test_hello_lists_every_registered_method(client: JsonlClient) -> None:
     registry = Registry()
     LedgerMethods.register(LedgerMethods.__new__(LedgerMethods), registry)
     FoldMethods.register(FoldMethods.__new__(FoldMethods), registry)
+    BusMethods.register(BusMethods.__new__(BusMethods), registry)
     reply = client.hello()
     assert reply["server"] == "gatosd" and reply["protocol"] == 1
     assert reply["methods"] == registry.names()
