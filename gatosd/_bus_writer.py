@@ -27,6 +27,7 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any
 
+from gatosd._pipe import exchange
 from gatosd.errors import ProtocolError
 from ledger_core.errors import LedgerError, StorageError
 from mind_bus import AckLog, BusLog, PublishRequest, PublishResult, TopicConfig, config_path, prune_topic
@@ -227,15 +228,7 @@ class BusWriter:
         assert self._conn is not None
         loop = asyncio.get_running_loop()
         try:
-            self._conn.send(ops)
-            ready: asyncio.Future[None] = loop.create_future()
-            fd = self._conn.fileno()
-            loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
-            try:
-                await ready
-            finally:
-                loop.remove_reader(fd)
-            return list(self._conn.recv())
+            return list(await exchange(self._conn, ops))
         except (EOFError, OSError):
             self._proc.join(timeout=5)
             self.restarts += 1

@@ -20,6 +20,7 @@ from __future__ import annotations
 import calendar
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,6 +99,17 @@ def make_grant(key: SigningKey, *, issuer: str, subject: str, caps: list[str], a
     return doc, f"ed25519:{sig.hex()}"
 
 
+def _signed_by_any(keys: Sequence[PublicKeyText], message: bytes, raw: bytes) -> bool:
+    """Whether one of `keys` (an actor may hold several) signed `message`."""
+    for key in keys:
+        try:
+            verify(key, message, raw)
+            return True
+        except LedgerError:
+            continue
+    return False
+
+
 def check_grant(doc: Any, sig: str, keys: tuple[PublicKeyText, ...] | list[PublicKeyText]) -> Grant:
     """Shape, id and signature of one grant (by one of the issuer's trusted keys).
 
@@ -121,15 +133,7 @@ def check_grant(doc: Any, sig: str, keys: tuple[PublicKeyText, ...] | list[Publi
             raise InvalidGrant(f"grant_id {grant_id} is not the content id of the grant")
         if not keys:
             raise InvalidGrant(f"issuer {body['issuer']} has no trusted key")
-        raw = parse_signature(sig)
-        message = GRANT_DOMAIN + canonical_json(doc)
-        for key in keys:
-            try:
-                verify(key, message, raw)
-                break
-            except LedgerError:
-                continue
-        else:
+        if not _signed_by_any(keys, GRANT_DOMAIN + canonical_json(doc), parse_signature(sig)):
             raise InvalidGrant(f"signature does not verify under a trusted key of {body['issuer']}")
     except InvalidGrant:
         raise
@@ -175,15 +179,7 @@ def check_revocation(doc: Any, sig: str, keys: tuple[PublicKeyText, ...] | list[
         body = _revocation_body(doc.get("grant_id"), doc.get("revoked_by"), doc.get("reason"))
         if doc.get("revocation_id") != content_id(REVOCATION_DOMAIN + canonical_json(body)):
             raise InvalidGrant("revocation_id is not the content id of the revocation")
-        raw = parse_signature(sig)
-        message = REVOCATION_DOMAIN + canonical_json(doc)
-        for key in keys:
-            try:
-                verify(key, message, raw)
-                break
-            except LedgerError:
-                continue
-        else:
+        if not _signed_by_any(keys, REVOCATION_DOMAIN + canonical_json(doc), parse_signature(sig)):
             raise InvalidGrant(f"revocation not signed by a trusted key of {body['revoked_by']}")
     except InvalidGrant:
         raise
