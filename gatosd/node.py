@@ -11,7 +11,7 @@ import os
 import random
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,7 @@ from gatosd._clock import new_ulid, now_seconds
 from ledger_core import (
     DEFAULT_MAX_EVENT_BYTES,
     JOURNAL_PREFIX,
+    TRUST_REF,
     ZERO_OID,
     AppendResult,
     Event,
@@ -48,6 +49,28 @@ from policy import DEFAULT_FILE, DEFAULT_RULES, AuditFailed, PolicyDenied, Polic
 POLICY_ACTIVE_REF = "refs/gatos/policies/active"
 CONFIG_ACTOR = "gatos.actor"
 CONFIG_MAX_EVENT_BYTES = "gatos.maxEventBytes"
+
+
+def policy_refs_stamp(git_dir: str) -> Callable[[], object]:
+    """The gate's cheap "did the policy or trust ref move?" test: two `stat` calls.
+
+    Refs are updated by renaming a new file over the old one (Git's lock protocol, used
+    by every GATOS process and by git), so an unchanged (inode, mtime, size) of both
+    loose ref files means both refs still hold what was read last time; it is the same
+    test the ref store uses to reuse a ref value it already read. `None` (a ref file is
+    missing, e.g. after `git pack-refs`) makes the engine read the refs every time.
+    """
+    active = os.path.join(git_dir, POLICY_ACTIVE_REF)
+    trust = os.path.join(git_dir, TRUST_REF)
+    stat = os.stat
+
+    def stamp() -> object:
+        try:
+            a, b = stat(active), stat(trust)
+        except OSError:
+            return None
+        return (a.st_ino, a.st_mtime_ns, a.st_size, b.st_ino, b.st_mtime_ns, b.st_size)
+    return stamp
 
 
 class NoActor(LedgerError):
@@ -87,7 +110,8 @@ class Node:
         self.trust = TrustStore(repo.objects, repo.refs)
         # The gate: every append is decided against the active policy bundle and the
         # trust graph (cached by ref value); denials are audited by `append_many`.
-        self.policy = PolicyEngine(repo.objects, repo.refs, clock=time.time, sleep=time.sleep)
+        self.policy = PolicyEngine(repo.objects, repo.refs, clock=time.time, sleep=time.sleep,
+                                   stamp=policy_refs_stamp(repo.git_dir))
         self.journal = Journal(repo.objects, repo.refs, self.trust,
                                sleep=time.sleep, random=random.random, gate=self.policy.gate)
         self._signing_keys: dict[str, SigningKey] = {}
@@ -279,4 +303,4 @@ class Node:
         return verify_all(self.repo.objects, self.repo.refs, self.trust)
 
 
-__all__ = ["InitResult", "NoActor", "Node", "actor_from_git_name"]
+__all__ = ["InitResult", "NoActor", "Node", "actor_from_git_name", "policy_refs_stamp"]

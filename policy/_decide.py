@@ -145,6 +145,7 @@ class _Rule:
     caps: tuple[str, ...] = ()
     reason: str = ""
     fields: tuple[str, ...] = ()
+    on_payload: bool = False  # a condition reads the payload
 
 
 def _rule_actions(when: list[list[Any]]) -> set[str]:
@@ -196,7 +197,8 @@ class Bundle:
                 rule = _Rule(i, raw["id"], raw["effect"],
                              tuple(_predicate(k, op, arg) for k, op, arg in when),
                              tuple(raw.get("caps", ())), raw.get("reason", ""),
-                             tuple(raw.get("fields", ())))
+                             tuple(raw.get("fields", ())),
+                             any(str(k).startswith("payload.") for k, _op, _arg in when))
                 rules.append(rule)
                 targets = _exact_targets(when)
                 for action in _rule_actions(when):
@@ -227,6 +229,15 @@ class Bundle:
                 self._cache.clear()
             self._cache[key] = found
         return found
+
+
+    def reads_payload(self, action: str, target: str) -> bool:
+        """Whether a rule that can match (action, target) has a `payload.*` condition.
+
+        When none has, a decision on that pair does not depend on the payload (the
+        gate's per-(actor, namespace, type) cache relies on this).
+        """
+        return any(rule.on_payload for rule in self.candidates(action, target))
 
 
 def _deny(rule: str, reason: str) -> Decision:

@@ -6,6 +6,23 @@
 denial (or of an allow the policy wants kept) and raises `PolicyDenied`; `gate()` is
 the journal's `Gate` hook; `flush()` writes the queued records.
 
+Speed (the gate runs once per event in the journal writer):
+
+* `refresh()` first asks the optional `stamp` hook for a cheap value that changes
+  whenever either ref may have changed (the node passes one made of the two loose
+  ref files' inode, mtime and size: two `stat` calls). An equal stamp means the refs
+  were not touched and nothing is read; `None` means "cannot tell" and the refs are
+  read. The stamp is taken *before* the refs are read, so a change racing the read
+  changes the next stamp. A change made by another process (`gatos grant`,
+  `gatos policy apply`) has moved the ref file before that process returned, so the
+  next batch sees it.
+* `gate()` remembers allowed, unaudited `append` decisions per (actor, namespace,
+  event type) when no rule that can match reads the payload. The memo is dropped
+  whenever the bundle or trust view changes, and it only holds within the span of
+  time in which no grant starts or expires (`TrustView.stable_span`), so a memoized
+  allow never outlives a grant's `exp`. Denials and audited allows are decided (and
+  recorded) every time.
+
 A bundle or trust graph that fails to load does not open the gate: every request
 is then denied, naming the reason (`gatos:policy-invalid`, `gatos:trust-invalid`).
 """
@@ -23,12 +40,14 @@ from policy._store import ACTIVE_REF, ZERO, SigCache, StoredBundle, load_bundle,
 from policy._trustview import TrustView
 from policy.errors import PolicyDenied
 
+MEMO_MAX = 65536
+
 
 class PolicyEngine:
     """Decides requests against the node's active bundle and trust graph. One per thread."""
 
     def __init__(self, objects: ObjectStore, refs: RefStore, *, clock: Callable[[], float],
-                 sleep: Callable[[float], None]) -> None:
+                 sleep: Callable[[float], None], stamp: Callable[[], object] | None = None) -> None:
         self.objects = objects
         self.refs = refs
         self.clock = clock
@@ -39,11 +58,22 @@ class PolicyEngine:
         self.bundle_error: str | None = None
         self.trust = TrustView(root=ZERO)
         self._sig_cache: SigCache = {}
+        self._stamp_of = stamp
+        self._stamp: object = None  # None: never equal (refs are read)
+        # (actor, ns, type) → allowed, valid while now is in [_memo_from, _memo_until)
+        self._memo: dict[tuple[str, str, str], Decision] = {}
+        self._memo_from: float = 0.0
+        self._memo_until: float = 0.0
 
     # -- state ----------------------------------------------------------------------------
 
     def refresh(self) -> None:
         """Reload the bundle or trust view if their ref moved since the last look."""
+        if self._stamp_of is not None:
+            stamp = self._stamp_of()
+            if stamp is not None and stamp == self._stamp:
+                return
+            self._stamp = stamp
         head = self.refs.get(ACTIVE_REF)
         if head != self._policy_head:
             try:
@@ -52,10 +82,17 @@ class PolicyEngine:
             except LedgerError as exc:
                 self.stored, self.bundle_error = None, exc.reason
             self._policy_head = head
+            self.forget()
         trust_head = self.refs.get(TRUST_REF)
         if trust_head != self._trust_head:
             self.trust = load_trust(self.objects, trust_head, self._sig_cache)
             self._trust_head = trust_head
+            self.forget()
+
+    def forget(self) -> None:
+        """Drop memoized decisions (called whenever the bundle or the trust view changes)."""
+        self._memo.clear()
+        self._memo_from = self._memo_until = 0.0
 
     @property
     def bundle(self) -> Bundle | None:
@@ -78,9 +115,10 @@ class PolicyEngine:
         return decide(request, self.bundle, self.trust, now)
 
     def check(self, actor: str, action: str, target: str, payload: Any = None, *,
-              type: str | None = None) -> Decision:
+              type: str | None = None, now: int | None = None) -> Decision:
         """Decide and queue the audit record; raise `PolicyDenied` on a denial."""
-        now = int(self.clock())
+        if now is None:
+            now = int(self.clock())
         request = Request(actor, action, target, payload, type)
         decision = self.decide(request, now)
         if decision.audit or not decision.allowed:
@@ -101,7 +139,27 @@ class PolicyEngine:
     def gate(self, ns: str, signed: SignedEvent) -> None:
         """The journal's `Gate`: may the event's (verified) actor append it to `ns`?"""
         event = signed.event
-        self.check(event.actor, "append", ns, event.payload, type=event.type)
+        key = (event.actor, ns, event.type)
+        if key in self._memo:
+            now = self.clock()
+            if self._memo_from <= now < self._memo_until:
+                return
+        self._gate(key, event.payload)
+
+    def _gate(self, key: tuple[str, str, str], payload: Any) -> None:
+        """Decide (and record) one append; memoize the allow when that is sound."""
+        actor, ns, type_ = key
+        now = int(self.clock())
+        decision = self.check(actor, "append", ns, payload, type=type_, now=now)  # raises if denied
+        bundle = self.bundle
+        if decision.audit or bundle is None or self.bundle_error is not None \
+                or bundle.reads_payload("append", ns):
+            return
+        lo, hi = self.trust.stable_span(now)
+        if (lo, hi) != (self._memo_from, self._memo_until) or len(self._memo) >= MEMO_MAX:
+            self._memo.clear()
+            self._memo_from, self._memo_until = lo, hi
+        self._memo[key] = decision
 
     def flush(self) -> list[ObjectId]:
         return self.audit.flush()

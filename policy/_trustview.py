@@ -16,6 +16,7 @@ are kept in `rejected` with the reason, so a denial can say why a grant did not 
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -47,6 +48,7 @@ class TrustView:
     # capability: a concrete capability is checked against those few grants, not all.
     by_cap: dict[tuple[str, str], tuple[Grant, ...]] = field(default_factory=dict)
     wild: dict[str, tuple[Grant, ...]] = field(default_factory=dict)
+    _bounds: tuple[int, ...] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         index: dict[str, list[Grant]] = {}
@@ -74,6 +76,22 @@ class TrustView:
         if len(found) > 1:
             found.sort(key=lambda g: g.grant_id)
         return found
+
+    def stable_span(self, now: int) -> tuple[float, float]:
+        """The times `[lo, hi)` around `now` in which no grant starts or ends.
+
+        Time enters a decision only through grants' `iat` and `exp` (`iat <= now < exp`),
+        so every decision made at `now` under this view is the same at any time in
+        that span: a cached decision may be reused inside it and never outside it.
+        """
+        bounds = self._bounds
+        if bounds is None:
+            times = {g.iat for g in self.grants.values()}
+            times.update(g.exp for g in self.grants.values() if g.exp is not None)
+            bounds = self._bounds = tuple(sorted(times))
+        i = bisect_right(bounds, now)
+        return (bounds[i - 1] if i else float("-inf"),
+                bounds[i] if i < len(bounds) else float("inf"))
 
     def known(self, actor: str) -> bool:
         info = self.actors.get(actor)
