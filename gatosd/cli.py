@@ -288,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_policy_parsers(sub)
     from gatosd._cli_bus import add_parsers as add_bus_parsers  # bus publish, bus subscribe
     add_bus_parsers(sub)
+    from gatosd._cli_jobs import add_parsers as add_jobs_parsers  # jobs, worker, reproduce, health, blob
+    add_jobs_parsers(sub)
     return parser
 
 

@@ -1,0 +1,294 @@
+"""The subprocess runner: one attempt of a job in a sandbox made of the parts this host allows.
+
+Always enforced: its own session and process group (a timeout, a cancel or the end of the
+main process kills the whole group), rlimits on CPU seconds, address space, open files,
+processes and file size, no core dumps, an environment built only from an allowlist
+plus the manifest's `env`, a fresh workspace, and stdout/stderr capped (the rest is read
+and dropped, and the truncation flagged).
+
+Enforced when the host allows it, probed once per process (see `health()`):
+- **Namespaces** (`unshare`, util-linux): a new network namespace (no interface but a
+  downed loopback: no network), a new PID namespace with its own `/proc` (the job cannot
+  see or read the daemon's processes or environment, and when the job's init dies the
+  kernel kills every process in it, even ones that left the process group), and a new
+  mount namespace in which every mount is read-only except the workspace, with empty
+  private tmpfs on `/tmp`, `/var/tmp` and `/dev/shm`.
+- **An unprivileged user**: a worker running as root drops the job to `nobody` with
+  `setpriv` (no new privileges, no capabilities), which also makes the process-count
+  rlimit bite (the kernel does not apply it to root).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import platform
+import resource
+import selectors
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+import blake3
+
+from compute._runner import Limits, RunOutcome, RunSpec
+
+SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
+ALLOWED_HOST_ENV = ("LANG", "LC_ALL", "TZ")
+NOBODY = (65534, 65534)
+
+# Runs inside the new mount namespace as its root: make every mount read-only but the
+# workspace, give the job private empty temp dirs, then drop to the job's user.
+# The workspace is bound onto itself *before* the read-only remount and re-bound from an
+# open descriptor afterwards, because a tmpfs on /tmp may hide its path.
+_INNER = r"""
+set -e
+WS=$1; RUN_UID=$2; RUN_GID=$3; CWD=$4; shift 4
+mount --make-rprivate /
+mount --bind "$WS" "$WS"
+exec 3<"$WS"
+for m in $(awk '{print $5}' /proc/self/mountinfo | sort -r); do
+  [ "$m" = "$WS" ] || mount -o remount,ro,bind "$m" 2>/dev/null || true
+done
+for d in /tmp /var/tmp /dev/shm; do
+  if [ -d "$d" ]; then mount -t tmpfs -o size=64m,mode=1777,nosuid,nodev tmpfs "$d"; fi
+done
+mkdir -p "$WS" 2>/dev/null || true
+mount --no-canonicalize --bind /proc/self/fd/3 "$WS"
+exec 3<&-
+cd "$WS/$CWD"
+if [ "$RUN_UID" = "-" ]; then exec "$@"; fi
+exec setpriv --reuid="$RUN_UID" --regid="$RUN_GID" --clear-groups --no-new-privs \
+  --inh-caps=-all --bounding-set=-all -- "$@"
+"""
+
+
+def _is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def _namespace_prefix() -> list[str]:
+    prefix = ["unshare", "--net", "--mount", "--pid", "--fork", "--mount-proc", "--kill-child"]
+    if not _is_root():
+        prefix.insert(1, "--user")
+        prefix.insert(2, "--map-root-user")
+    return prefix
+
+
+@functools.lru_cache(maxsize=1)
+def _probe() -> dict[str, bool]:
+    """Try the sandbox for real once: a feature counts only if it worked here."""
+    found = {"namespaces": False, "setpriv": False}
+    can_drop = _is_root() and shutil.which("setpriv") is not None
+    if shutil.which("unshare") and shutil.which("sh"):
+        with tempfile.TemporaryDirectory(prefix="gatos-probe-") as ws:
+            if can_drop:
+                os.chown(ws, *NOBODY)
+            run_uid = str(NOBODY[0]) if can_drop else "-"
+            argv = [*_namespace_prefix(), "--", "sh", "-c", _INNER, "sh", ws, run_uid,
+                    str(NOBODY[1]), ".", "sh", "-c", "echo ok > probe && ! echo x > /probe-ro"]
+            try:
+                done = subprocess.run(argv, env={"PATH": SAFE_PATH}, capture_output=True, timeout=10,
+                                      check=False)
+                found["namespaces"] = done.returncode == 0 and os.path.exists(os.path.join(ws, "probe"))
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+    found["setpriv"] = can_drop
+    return found
+
+
+def health() -> dict[str, Any]:
+    """Which protections the subprocess runner enforces on this host, and which it cannot."""
+    probe = _probe()
+    ns = probe["namespaces"]
+    unprivileged = probe["setpriv"] or not _is_root()
+    return {
+        "process_group": True,
+        "timeout_kills_group": True,
+        "rlimit_cpu": True,
+        "rlimit_address_space": True,
+        "rlimit_open_files": True,
+        "rlimit_file_size": True,
+        "rlimit_processes": unprivileged,
+        "env_allowlist": True,
+        "fresh_workspace": True,
+        "output_cap": True,
+        "unprivileged_user": unprivileged,
+        "network_cut": ns,
+        "pid_namespace": ns,
+        "readonly_outside_workspace": ns,
+        "private_tmp": ns,
+    }
+
+
+def _set_limits(limits: Limits) -> Callable[[], None]:
+    def apply() -> None:
+        cpu = max(1, limits.cpu_seconds)
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+        resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files))
+        resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_bytes, limits.file_bytes))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    return apply
+
+
+def program_hash(executable: str | None) -> str:
+    """`blake3:` of the executable's bytes (what ran), or of its name when it cannot be read."""
+    data = executable.encode() if executable else b""
+    if executable and os.path.isfile(executable):
+        try:
+            with open(executable, "rb") as handle:
+                data = handle.read()
+        except OSError:
+            pass
+    return "blake3:" + blake3.blake3(data).hexdigest()
+
+
+def _inside(workspace: str, cwd: str) -> str:
+    """`cwd` relative to the workspace, refusing absolute paths and `..` escapes."""
+    norm = os.path.normpath(cwd)
+    if os.path.isabs(norm) or norm == ".." or norm.startswith("../"):
+        raise ValueError(f"cwd {cwd!r} leaves the workspace")
+    return norm
+
+
+class SubprocessRunner:
+    """Runs `spec.argv` as a sandboxed process tree."""
+
+    name = "subprocess"
+
+    def __init__(self, *, use_namespaces: bool | None = None, drop_privileges: bool | None = None) -> None:
+        probe = _probe()
+        self.namespaces = probe["namespaces"] if use_namespaces is None else use_namespaces
+        self.drop = probe["setpriv"] if drop_privileges is None else drop_privileges
+
+    def _argv(self, spec: RunSpec, cwd: str) -> tuple[list[str], str | None]:
+        uid, gid = NOBODY
+        if self.namespaces:
+            run_uid = str(uid) if self.drop else "-"
+            return ([*_namespace_prefix(), "--", "sh", "-c", _INNER, "sh", spec.workspace, run_uid,
+                     str(gid), cwd, *spec.argv], None)
+        run_dir = os.path.join(spec.workspace, cwd)
+        if self.drop:
+            return (["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--no-new-privs",
+                     "--inh-caps=-all", "--", *spec.argv], run_dir)
+        return list(spec.argv), run_dir
+
+    def _env(self, spec: RunSpec) -> dict[str, str]:
+        env = {"PATH": SAFE_PATH, "HOME": spec.workspace, "TMPDIR": "/tmp", "LANG": "C.UTF-8"}
+        env.update({k: os.environ[k] for k in ALLOWED_HOST_ENV if k in os.environ and k != "LANG"})
+        env.update(spec.env)
+        return env
+
+    def run(self, spec: RunSpec, *, cancelled: Callable[[], bool] | None = None) -> RunOutcome:
+        try:
+            cwd = _inside(spec.workspace, spec.cwd)
+        except ValueError as exc:
+            return RunOutcome("error", None, b"", b"", runner=self.name, detail=str(exc))
+        env = self._env(spec)
+        executable = shutil.which(spec.argv[0], path=env["PATH"]) if spec.argv else None
+        outcome = RunOutcome("error", None, b"", b"", program=program_hash(executable or spec.argv[0]),
+                             runner=self.name, version=platform.python_version(),
+                             platform=f"{platform.system().lower()}-{platform.machine()}",
+                             protections={k: bool(v) for k, v in health().items()})
+        if executable is None:
+            outcome.detail = f"{spec.argv[0]!r} is not an executable on {env['PATH']}"
+            return outcome
+        if self.drop:
+            _chown_tree(spec.workspace)
+        argv, run_dir = self._argv(spec, cwd)
+        try:
+            proc = subprocess.Popen(argv, env=env, cwd=run_dir, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    start_new_session=True, preexec_fn=_set_limits(spec.limits))
+        except OSError as exc:
+            outcome.detail = f"cannot start {spec.argv[0]!r}: {exc}"
+            return outcome
+        return _supervise(proc, spec, outcome, cancelled)
+
+
+def _chown_tree(root: str) -> None:
+    for dirpath, dirnames, filenames in os.walk(root):
+        os.chown(dirpath, *NOBODY)
+        for name in dirnames + filenames:
+            os.lchown(os.path.join(dirpath, name), *NOBODY)
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _supervise(proc: subprocess.Popen[bytes], spec: RunSpec, outcome: RunOutcome,
+               cancelled: Callable[[], bool] | None) -> RunOutcome:
+    """Read both pipes with a cap until the main process ends, a timeout or a cancel."""
+    cap = spec.limits.output_bytes
+    bufs = {"stdout": bytearray(), "stderr": bytearray()}
+    truncated = {"stdout": False, "stderr": False}
+    selector = selectors.DefaultSelector()
+    assert proc.stdout is not None and proc.stderr is not None
+    for stream, name in ((proc.stdout, "stdout"), (proc.stderr, "stderr")):
+        os.set_blocking(stream.fileno(), False)
+        selector.register(stream, selectors.EVENT_READ, name)
+    deadline = time.monotonic() + spec.timeout
+    reason = None
+    open_streams = 2
+    while open_streams:
+        if proc.poll() is not None and reason is None:
+            # The main process is done: anything it left behind dies now, so a
+            # straggler holding the pipes open cannot stall the worker.
+            _kill_group(proc)
+            reason = "done"
+        left = deadline - time.monotonic()
+        if reason is None and left <= 0:
+            reason = "timeout"
+            _kill_group(proc)
+        if reason is None and cancelled is not None and cancelled():
+            reason = "cancelled"
+            _kill_group(proc)
+        for key, _ in selector.select(timeout=min(0.05, max(left, 0.001))):
+            name = key.data
+            try:
+                chunk = os.read(key.fd, 65536)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                selector.unregister(key.fileobj)
+                open_streams -= 1
+                continue
+            room = cap - len(bufs[name])
+            if room > 0:
+                bufs[name] += chunk[:room]
+            if len(chunk) > room:
+                truncated[name] = True
+    selector.close()
+    proc.wait()
+    _kill_group(proc)
+    outcome.stdout, outcome.stderr = bytes(bufs["stdout"]), bytes(bufs["stderr"])
+    outcome.stdout_truncated, outcome.stderr_truncated = truncated["stdout"], truncated["stderr"]
+    code = proc.returncode
+    if reason == "timeout":
+        outcome.reason, outcome.detail = "timeout", f"killed after {spec.timeout:g} s"
+    elif reason == "cancelled":
+        outcome.reason, outcome.detail = "signal", "cancelled"
+    elif code < 0:
+        sig = signal.Signals(-code)
+        outcome.reason = "cpu" if sig in (signal.SIGXCPU,) else "signal"
+        outcome.detail = f"ended by {sig.name}"
+    elif code == 128 + signal.SIGKILL and outcome.protections.get("pid_namespace"):
+        # unshare reports its child's death by a signal as 128+N
+        outcome.reason, outcome.detail = "signal", "ended by SIGKILL"
+    elif code == 128 + signal.SIGXCPU:
+        outcome.reason, outcome.detail = "cpu", "ended by SIGXCPU (CPU time limit)"
+    else:
+        outcome.reason, outcome.exit_code = "exit", code
+    return outcome
+
+
+__all__ = ["ALLOWED_HOST_ENV", "SAFE_PATH", "SubprocessRunner", "health", "program_hash"]
