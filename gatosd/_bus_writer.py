@@ -34,6 +34,7 @@ from mind_bus import AckLog, BusLog, PublishRequest, PublishResult, TopicConfig,
 
 START_TIMEOUT = 60.0
 MAX_BATCH = 1024
+STORE_BELOW = 1024
 Op = tuple[Any, ...]
 
 
@@ -74,6 +75,9 @@ def _serve(repo: str, durable: bool, conn: Connection) -> None:
 
     node = Node.open(repo, durable=durable)
     node.repo.objects.pack_threshold = 1
+    # Message objects are small and mostly hashes and signatures: storing them without
+    # compression costs a twentieth of deflating them (see ledger_git._deflate).
+    node.repo.objects.store_below = STORE_BELOW
     maintainer = PackMaintainer(node.repo.objects, node.repo.git_dir)
     configs = ConfigLoader(node.repo.repo.workdir or node.repo.git_dir)
 

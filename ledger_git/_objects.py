@@ -11,7 +11,7 @@ from pygit2.enums import ObjectType
 
 from ledger_core import GitObject, ObjectId, ObjectStore
 from ledger_core.errors import CorruptObject, NotFound
-from ledger_git._deflate import deflate
+from ledger_git._deflate import compress
 from ledger_git._pack import PackEntry, pack_entries, write_pack_entries
 from ledger_git.errors import map_git_errors
 
@@ -32,6 +32,9 @@ class GitObjectStore(ObjectStore):
         self.objects_dir = os.path.join(repo.path, "objects")
         self._folders: set[str] = set()
         self.packs_written = 0
+        # Objects shorter than this are written as stored (uncompressed) zlib streams:
+        # 0 (the default) compresses everything; the bus writer sets it (see `_deflate`).
+        self.store_below = 0
         # Set by a `PackMaintainer`: packs of at most this many objects are remembered
         # (name and entries) in `small_packs` so it can merge them without reading back.
         self.remember_small: int = 0
@@ -40,7 +43,7 @@ class GitObjectStore(ObjectStore):
     def write_many(self, objects: Sequence[GitObject]) -> None:
         with map_git_errors("writing objects"):
             if len(objects) >= self.pack_threshold:
-                entries = pack_entries(objects)
+                entries = pack_entries(objects, store_below=self.store_below)
                 name = write_pack_entries(self.objects_dir, entries, durable=self.durable)
                 self.packs_written += 1
                 if len(entries) <= self.remember_small:
@@ -62,7 +65,7 @@ class GitObjectStore(ObjectStore):
         if folder not in self._folders:
             os.makedirs(folder, exist_ok=True)
             self._folders.add(folder)
-        body = deflate(f"{obj.kind} {len(obj.data)}\0".encode() + obj.data)
+        body = compress(f"{obj.kind} {len(obj.data)}\0".encode() + obj.data, self.store_below)
         tmp = f"{folder}/tmp_obj_{os.getpid()}_{threading.get_ident()}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o444)
         try:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ledger_core import GitObject
-from ledger_git._deflate import deflate
+from ledger_git._deflate import compress
 
 _TYPE_CODES = {"commit": 1, "tree": 2, "blob": 3}
 
@@ -43,16 +43,21 @@ class PackEntry:
     data: bytes
 
 
-def pack_entries(objects: Sequence[GitObject]) -> list[PackEntry]:
-    """The pack entries of unique `objects` (whole objects, no deltas), in input order."""
+def pack_entries(objects: Sequence[GitObject], *, store_below: int = 0) -> list[PackEntry]:
+    """The pack entries of unique `objects` (whole objects, no deltas), in input order.
+
+    Objects shorter than `store_below` bytes are stored uncompressed (see `_deflate`).
+    """
     seen: set[str] = set()
     out: list[PackEntry] = []
     for obj in objects:
-        if obj.oid in seen:
+        oid = obj.oid  # computed once: `GitObject.oid` hashes on every access
+        if oid in seen:
             continue
-        seen.add(obj.oid)
-        entry = _entry_header(obj.kind, len(obj.data)) + deflate(obj.data)
-        out.append(PackEntry(bytes.fromhex(obj.oid), zlib.crc32(entry), entry))
+        seen.add(oid)
+        data = obj.data
+        entry = _entry_header(obj.kind, len(data)) + compress(data, store_below)
+        out.append(PackEntry(bytes.fromhex(oid), zlib.crc32(entry), entry))
     return out
 
 
@@ -118,9 +123,11 @@ def _write_file(directory: str, final: str, data: bytes, durable: bool) -> None:
         raise
 
 
-def write_pack(objects_dir: str, objects: Sequence[GitObject], *, durable: bool = False) -> str:
+def write_pack(objects_dir: str, objects: Sequence[GitObject], *, durable: bool = False,
+               store_below: int = 0) -> str:
     """Write `objects` as `objects/pack/pack-<sum>.{pack,idx}`; return the pack checksum."""
-    return write_pack_entries(objects_dir, pack_entries(objects), durable=durable)
+    return write_pack_entries(objects_dir, pack_entries(objects, store_below=store_below),
+                              durable=durable)
 
 
 def write_pack_entries(objects_dir: str, entries: Sequence[PackEntry], *,

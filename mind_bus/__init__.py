@@ -34,6 +34,7 @@ from mind_bus._names import (
     shard_ref,
     validate_group,
     validate_topic,
+    writer_lock_ref,
 )
 from mind_bus._positions import parse_from, start_positions
 from mind_bus._retention import SUMMARY_FILE, merkle_root, prune_shard, prune_topic, read_summary
@@ -98,4 +99,5 @@ __all__ = [
     "start_positions",
     "validate_group",
     "validate_topic",
+    "writer_lock_ref",
 ]

@@ -56,6 +56,15 @@ def shard_ref(topic: str, shard: int) -> RefName:
     return RefName(f"{MBUS_PREFIX}{validate_topic(topic)}/-{shard}")
 
 
+def writer_lock_ref(topic: str) -> RefName:
+    """The ref whose lock file (`<topic>/-writer.lock`) serializes a topic's bus writers.
+
+    It is only ever locked, never written: no ref of that name exists, so listings of
+    the topic's shards never see it.
+    """
+    return RefName(f"{MBUS_PREFIX}{validate_topic(topic)}/-writer")
+
+
 def shard_prefix(topic: str) -> str:
     """Every shard ref of `topic` (and of no other topic) starts with this."""
     return f"{MBUS_PREFIX}{validate_topic(topic)}/-"
@@ -82,4 +91,5 @@ def dlq_topic(topic: str) -> str:
 
 
 __all__ = ["ACK_PREFIX", "DLQ_PREFIX", "MAX_SHARDS", "MBUS_PREFIX", "ack_ref", "dlq_topic",
-           "parse_shard_ref", "shard_prefix", "shard_ref", "validate_group", "validate_topic"]
+           "parse_shard_ref", "shard_prefix", "shard_ref", "validate_group", "validate_topic",
+           "writer_lock_ref"]

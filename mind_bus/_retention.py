@@ -40,7 +40,7 @@ from ledger_core import (
 from ledger_core._gitobj import MODE_BLOB, format_trailers
 from ledger_core.errors import RefConflict
 from mind_bus._message import is_summary
-from mind_bus._names import shard_ref
+from mind_bus._names import shard_ref, writer_lock_ref
 
 SUMMARY_FILE = "summary.json"
 SUMMARY_TYPE = "gmb.summary"
@@ -151,10 +151,11 @@ def prune_topic(objects: ObjectStore, refs: RefStore, topic: str, shards: list[i
                 ttl_seconds: int, clock: Callable[[], float]) -> list[dict[str, Any]]:
     """`prune_shard` for every shard; the summaries written."""
     out = []
-    for shard in shards:
-        summary = prune_shard(objects, refs, topic, shard, ttl_seconds=ttl_seconds, now=clock())
-        if summary is not None:
-            out.append(summary)
+    with refs.lock(writer_lock_ref(topic)):  # no bus writer publishes meanwhile
+        for shard in shards:
+            summary = prune_shard(objects, refs, topic, shard, ttl_seconds=ttl_seconds, now=clock())
+            if summary is not None:
+                out.append(summary)
     return out
 
 

@@ -21,7 +21,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ledger_core import Event, GitObject, ObjectId, ObjectStore, RefLock, RefStore, SignedEvent, ulid_ms
+from ledger_core import (
+    Event,
+    GitObject,
+    ObjectId,
+    ObjectStore,
+    RefLock,
+    RefName,
+    RefStore,
+    SignedEvent,
+    ulid_ms,
+    validate_actor,
+)
+from ledger_core._gitobj import validate_oid
 from ledger_core.errors import LedgerError, RefLocked
 from mind_bus._config import TopicConfig, shard_for_key
 from mind_bus._message import (
@@ -34,13 +46,14 @@ from mind_bus._message import (
     message_event,
     read_message,
 )
-from mind_bus._names import parse_shard_ref, shard_prefix, shard_ref, validate_topic
+from mind_bus._names import parse_shard_ref, shard_prefix, shard_ref, validate_topic, writer_lock_ref
 from mind_bus.errors import UlidConflict
 
 BusGate = Callable[[str, str, str], None]
 """`gate(actor, action, topic)`: returns to allow, raises (e.g. a policy denial) to refuse."""
 Signer = Callable[[Event], SignedEvent]
 LOCK_TRIES = 200
+STICKY_MAX = 256  # keyless messages of one batch written to one shard before the next
 
 
 @dataclass(frozen=True)
@@ -125,6 +138,7 @@ class BusLog:
         self.gate = gate
         self._policy_root = policy_root or (lambda: "0" * 40)
         self._topics: dict[str, _TopicIndex] = {}
+        self._listed: dict[str, tuple[TopicConfig, dict[int, RefName]]] = {}
 
     # -- publishing ------------------------------------------------------------------
 
@@ -135,19 +149,23 @@ class BusLog:
         return result
 
     def publish_many(self, requests: Sequence[PublishRequest]) -> list[PublishResult | LedgerError]:
-        """Group commit: one object write for the batch, one ref move per shard touched.
+        """Group commit: one object write for the batch, one ref move per shard written.
 
         Each request succeeds or fails on its own; results are in input order.
         """
         results: list[PublishResult | LedgerError | None] = [None] * len(requests)
-        digests: dict[int, str] = {}
+        checked: dict[int, tuple[str, int]] = {}  # index -> (body hash, ULID milliseconds)
         by_topic: dict[str, list[int]] = {}
         configs: dict[str, TopicConfig] = {}
+        actors: set[str] = set()
         for i, req in enumerate(requests):
             try:
                 topic = validate_topic(req.topic)
-                digests[i] = body_hash(check_message(req.payload, req.key, req.headers))
-                ulid_ms(req.ulid)
+                digest = body_hash(check_message(req.payload, req.key, req.headers))
+                ms = ulid_ms(req.ulid)
+                if req.publisher not in actors:
+                    validate_actor(req.publisher)
+                    actors.add(req.publisher)
                 if self.gate is not None:
                     self.gate(req.publisher, "bus.publish", topic)
                 if topic not in configs:
@@ -155,14 +173,17 @@ class BusLog:
             except LedgerError as exc:
                 results[i] = exc
                 continue
+            checked[i] = (digest, ms)
             by_topic.setdefault(topic, []).append(i)
+        if by_topic:
+            policy_root = validate_oid(self._policy_root())
         for topic, indices in by_topic.items():
-            self._publish_topic(topic, configs[topic], requests, indices, digests, results)
+            self._publish_topic(topic, configs[topic], requests, indices, checked, results, policy_root)
         done = [r for r in results if r is not None]
         assert len(done) == len(requests)
         return done
 
-    def _lock_all(self, refs: list[str]) -> dict[str, RefLock]:
+    def _lock(self, refs: list[str]) -> dict[str, RefLock]:
         """Lock every ref (in name order, so two writers cannot deadlock), retrying busy ones."""
         for attempt in range(LOCK_TRIES):
             held: dict[str, RefLock] = {}
@@ -182,81 +203,136 @@ class BusLog:
                 raise
         raise AssertionError("unreachable")
 
-    def _publish_topic(self, topic: str, config: TopicConfig, requests: Sequence[PublishRequest],
-                       indices: list[int], digests: dict[int, str],
-                       results: list[PublishResult | LedgerError | None]) -> None:
-        shard_refs = {shard: shard_ref(topic, shard) for shard in range(config.shards)}
-        # Shards beyond the current map (left by an earlier, larger map) still hold
-        # ULIDs the dedupe window must see.
+    def _shard_refs(self, topic: str, config: TopicConfig) -> dict[int, RefName]:
+        """Every shard ref the topic has or may get under `config` (listed once per config).
+
+        Shards beyond the current map (left by an earlier, larger map) still hold ULIDs
+        the dedupe window must see. A shard outside the map is only ever created by a
+        writer with a larger map, i.e. after a config change, which lists again.
+        """
+        cached = self._listed.get(topic)
+        if cached is not None and cached[0] is config:
+            return cached[1]
+        refs = {shard: shard_ref(topic, shard) for shard in range(config.shards)}
         for ref in self.refs.list(shard_prefix(topic)):
-            shard_refs.setdefault(parse_shard_ref(ref)[1], ref)
+            refs.setdefault(parse_shard_ref(ref)[1], ref)
+        self._listed[topic] = (config, refs)
+        return refs
+
+    def _publish_topic(self, topic: str, config: TopicConfig, requests: Sequence[PublishRequest],
+                       indices: list[int], checked: dict[int, tuple[str, int]],
+                       results: list[PublishResult | LedgerError | None], policy_root: str) -> None:
+        """Publish one topic's part of a batch under the topic's writer lock.
+
+        The writer lock (`<topic>/-writer.lock`, a ref that is never written) makes the
+        heads of all shards, and so the dedupe index, stable for every bus writer; only
+        the shards this batch writes are then locked (Git's per-ref protocol, so other
+        Git tools are excluded too) and each must still be at the head that was read.
+        A shard moved by someone else meanwhile (a `git update-ref`) fails nothing: the
+        batch is planned again.
+        """
         try:
-            held = self._lock_all(list(shard_refs.values()))
+            writer = self._lock([writer_lock_ref(topic)])
         except LedgerError as exc:
             for i in indices:
                 results[i] = exc
             return
         try:
-            index = self._index(topic, config, {s: held[r].old for s, r in shard_refs.items()})
-            heads = {s: _Head(**vars(h)) for s, h in index.heads.items()}
-            objects: list[GitObject] = []
-            batch_seen: dict[str, _Seen] = {}
-            planned: dict[int, PublishResult] = {}
-            rr = index.next_rr
-            policy_root = self._policy_root()
-            for i in indices:
-                req = requests[i]
-                known = batch_seen.get(req.ulid) or index.seen.get(req.ulid)
-                if known is not None:
-                    if known.digest != digests[i]:
-                        results[i] = UlidConflict(
-                            f"ulid {req.ulid} is already on {topic} (shard {known.shard}, position "
-                            f"{known.position}) with a different message")
-                    else:
-                        planned[i] = PublishResult(topic, known.shard, known.position, req.ulid,
-                                                   known.commit, True)
-                    continue
-                if req.key is not None:
-                    shard = shard_for_key(req.key, config.shards)
-                else:
-                    shard, rr = rr % config.shards, rr + 1
+            for attempt in range(3):
                 try:
-                    signed = self._sign(message_event(
-                        topic, req.payload, key=req.key, headers=req.headers, ulid=req.ulid,
-                        publisher=req.publisher, policy_root=policy_root))
+                    if self._try_publish_topic(topic, config, requests, indices, checked, results,
+                                               policy_root):
+                        return
                 except LedgerError as exc:
-                    results[i] = exc
-                    continue
-                head = heads[shard]
-                size = len(signed.canonical)
-                segment, start, used = head.segment, head.segment_start, head.segment_bytes
-                count = head.position - start + 1 if head.oid is not None else 0
-                if count >= config.segment_max_messages or (count and used + size > config.segment_max_bytes):
-                    segment, start, used = segment + 1, head.position + 1, 0
-                place = Place(topic, shard, head.position + 1, segment, config.shard_map_version,
-                              start, used + size)
-                new, oid = message_commit(signed, place, head.oid, digests[i])
-                objects.extend(new)
-                heads[shard] = _Head(oid, place.position, segment, start, used + size)
-                batch_seen[req.ulid] = _Seen(shard, place.position, digests[i], ulid_ms(req.ulid), oid)
-                planned[i] = PublishResult(topic, shard, place.position, req.ulid, oid, False)
-            if objects:
-                self.objects.write_many(objects)
-            for shard, head in heads.items():
-                if head.oid != index.heads[shard].oid:
-                    held[shard_refs[shard]].commit(head.oid)  # type: ignore[arg-type]
-                    index.heads[shard] = head
-            index.seen.update(batch_seen)
-            index.next_rr = rr
-            for i, res in planned.items():
-                results[i] = res
-        except LedgerError as exc:
+                    for i in indices:
+                        if results[i] is None:
+                            results[i] = exc
+                    return
+                self._topics.pop(topic, None)  # someone else moved a shard: start over
+                del attempt
             for i in indices:
                 if results[i] is None:
-                    results[i] = exc
+                    results[i] = RefLocked(f"the shards of {topic} kept moving under the bus writer; retry")
+        finally:
+            for lock in writer.values():
+                lock.release()
+
+    def _try_publish_topic(self, topic: str, config: TopicConfig, requests: Sequence[PublishRequest],
+                           indices: list[int], checked: dict[int, tuple[str, int]],
+                           results: list[PublishResult | LedgerError | None], policy_root: str) -> bool:
+        shard_refs = self._shard_refs(topic, config)
+        index = self._index(topic, config, {s: self.refs.get(r) for s, r in shard_refs.items()})
+        heads = dict(index.heads)
+        objects: list[GitObject] = []
+        batch_seen: dict[str, _Seen] = {}
+        planned: dict[int, PublishResult] = {}
+        failed: dict[int, LedgerError] = {}
+        # Keyless messages stick to one shard per batch (Kafka's sticky partitioner): one
+        # ref update per batch instead of one per shard; the next batch takes the next shard.
+        sticky, sticky_count = index.next_rr % config.shards, 0
+        for i in indices:
+            req = requests[i]
+            digest, ms = checked[i]
+            known = batch_seen.get(req.ulid) or index.seen.get(req.ulid)
+            if known is not None:
+                if known.digest != digest:
+                    failed[i] = UlidConflict(
+                        f"ulid {req.ulid} is already on {topic} (shard {known.shard}, position "
+                        f"{known.position}) with a different message")
+                else:
+                    planned[i] = PublishResult(topic, known.shard, known.position, req.ulid,
+                                               known.commit, True)
+                continue
+            if req.key is not None:
+                shard = shard_for_key(req.key, config.shards)
+            else:
+                if sticky_count >= STICKY_MAX:
+                    sticky, sticky_count = (sticky + 1) % config.shards, 0
+                shard, sticky_count = sticky, sticky_count + 1
+            try:
+                signed = self._sign(message_event(
+                    topic, req.payload, key=req.key, headers=req.headers, ulid=req.ulid,
+                    publisher=req.publisher, policy_root=policy_root, checked=True))
+            except LedgerError as exc:
+                failed[i] = exc
+                continue
+            head = heads[shard]
+            size = len(signed.canonical)
+            segment, start, used = head.segment, head.segment_start, head.segment_bytes
+            count = head.position - start + 1 if head.oid is not None else 0
+            if count >= config.segment_max_messages or (count and used + size > config.segment_max_bytes):
+                segment, start, used = segment + 1, head.position + 1, 0
+            place = Place(topic, shard, head.position + 1, segment, config.shard_map_version,
+                          start, used + size)
+            new, oid = message_commit(signed, place, head.oid, digest)
+            objects.extend(new)
+            heads[shard] = _Head(oid, place.position, segment, start, used + size)
+            batch_seen[req.ulid] = _Seen(shard, place.position, digest, ms, oid)
+            planned[i] = PublishResult(topic, shard, place.position, req.ulid, oid, False)
+        moved = {shard: head for shard, head in heads.items() if head.oid != index.heads[shard].oid}
+        if objects:
+            self.objects.write_many(objects)
+        held = self._lock([shard_refs[shard] for shard in moved])
+        try:
+            if any(held[shard_refs[shard]].old != index.heads[shard].oid for shard in moved):
+                return False
+            for shard, head in moved.items():
+                held[shard_refs[shard]].commit(head.oid)  # type: ignore[arg-type]
+        except BaseException:
+            self._topics.pop(topic, None)  # some shards may have moved: re-read them next time
+            raise
         finally:
             for lock in held.values():
                 lock.release()
+        index.heads.update(moved)
+        index.seen.update(batch_seen)
+        if sticky_count:
+            index.next_rr = sticky + 1
+        for i, res in planned.items():
+            results[i] = res
+        for i, err in failed.items():
+            results[i] = err
+        return True
 
     # -- the ULID index ------------------------------------------------------------------
 
@@ -356,6 +432,7 @@ class BusLog:
     def forget(self, topic: str) -> None:
         """Drop the cached index of a topic (after this log rewrote it, e.g. pruning)."""
         self._topics.pop(topic, None)
+        self._listed.pop(topic, None)
 
 
 __all__ = ["BusGate", "BusLog", "PublishRequest", "PublishResult", "Signer"]

@@ -28,6 +28,7 @@ from mind_bus import (
     shard_ref,
     start_positions,
     validate_topic,
+    writer_lock_ref,
 )
 from mind_bus._message import is_summary
 
@@ -140,7 +141,8 @@ def test_dedupe_window_ends() -> None:
 
 
 def test_batch_is_one_write_and_keys_pick_shards() -> None:
-    """A batch is one write_many; keyed messages go to hash(key) % shards; keyless round-robin."""
+    """A batch is one write_many; keyed messages go to hash(key) % shards; keyless ones stick
+    to one shard per batch, the next batch taking the next shard (round-robin by batch)."""
     log, objects, _, _ = make_log(TopicConfig(shards=4))
     before = objects.write_calls
     results = log.publish_many([req("t", i, key=f"k{i % 3}") for i in range(30)]
@@ -148,7 +150,44 @@ def test_batch_is_one_write_and_keys_pick_shards() -> None:
     assert objects.write_calls == before + 1
     for i, r in enumerate(results[:30]):
         assert r.shard == shard_for_key(f"k{i % 3}", 4)  # type: ignore[union-attr]
-    assert sorted(r.shard for r in results[30:]) == [0, 0, 1, 1, 2, 2, 3, 3]  # type: ignore[union-attr]
+    assert [r.shard for r in results[30:]] == [0] * 8  # type: ignore[union-attr]
+    shards = [log.publish_many([req("t", 200 + 10 * b + i) for i in range(3)]) for b in range(5)]
+    assert [[r.shard for r in batch] for batch in shards] == [  # type: ignore[union-attr]
+        [1, 1, 1], [2, 2, 2], [3, 3, 3], [0, 0, 0], [1, 1, 1]]
+
+
+def test_keyless_batch_sticks_to_at_most_sticky_max_per_shard() -> None:
+    """A keyless batch larger than STICKY_MAX spreads over the next shards, in order."""
+    from mind_bus._store import STICKY_MAX
+    log, *_ = make_log(TopicConfig(shards=4))
+    results = log.publish_many([req("t", i) for i in range(STICKY_MAX + 3)])
+    assert [r.shard for r in results] == [0] * STICKY_MAX + [1] * 3  # type: ignore[union-attr]
+    assert log.publish(req("t", 10_000)).shard == 2
+
+
+def test_only_written_shards_move_and_the_writer_lock_is_left_free() -> None:
+    """A keyless batch moves one shard ref; the topic's writer lock is released (never a ref)."""
+    log, _, refs, _ = make_log(TopicConfig(shards=4))
+    log.publish_many([req("t", i) for i in range(5)])
+    assert sorted(refs.list("refs/gatos/mbus/t/-")) == ["refs/gatos/mbus/t/-0"]
+    lock = refs.lock(writer_lock_ref("t"))  # free again
+    lock.release()
+
+
+def test_message_commit_matches_generic_encoders() -> None:
+    """The hand-built message commit is byte-identical to encode_tree/encode_commit/format_trailers."""
+    from mind_bus._message import Place, message_commit, message_commit_generic, message_event
+    for n, (key, headers, parent) in enumerate([(None, None, None), ("k", {"a": "b"}, "ab" * 20),
+                                                ("ü/x", {}, "cd" * 20)]):
+        for checked in (False, True):
+            event = message_event("a/b.c", {"n": n, "s": "ü"}, key=key, headers=headers, ulid=ulid(n),
+                                  publisher=ACTOR, policy_root="0" * 40, checked=checked)
+            signed = sign_event(event, KEY)
+            place = Place("a/b.c", 3, 17 + n, 2, 1, 15, 999)
+            fast, fast_oid = message_commit(signed, place, parent, "ef" * 32)  # type: ignore[arg-type]
+            slow, slow_oid = message_commit_generic(signed, place, parent, "ef" * 32)  # type: ignore[arg-type]
+            assert fast_oid == slow_oid
+            assert [(o.kind, o.data, o.oid) for o in fast] == [(o.kind, o.data, o.oid) for o in slow]
 
 
 def test_ten_thousand_messages_keep_per_shard_order() -> None:
