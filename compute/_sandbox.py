@@ -62,9 +62,14 @@ mkdir -p "$WS" 2>/dev/null || true
 mount --no-canonicalize --bind /proc/self/fd/3 "$WS"
 exec 3<&-
 cd "$WS/$CWD"
-if [ "$RUN_UID" = "-" ]; then exec "$@"; fi
-exec setpriv --reuid="$RUN_UID" --regid="$RUN_GID" --clear-groups --no-new-privs \
+unset OLDPWD
+set +e
+# Not `exec`: this shell stays the namespace's init and passes on a death by signal N
+# as exit status 128+N (unshare cannot re-raise it), which the supervisor reads back.
+if [ "$RUN_UID" = "-" ]; then "$@"; exit $?; fi
+setpriv --reuid="$RUN_UID" --regid="$RUN_GID" --clear-groups --no-new-privs \
   --inh-caps=-all --bounding-set=-all -- "$@"
+exit $?
 """
 
 
@@ -225,6 +230,13 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
 def _supervise(proc: subprocess.Popen[bytes], spec: RunSpec, outcome: RunOutcome,
                cancelled: Callable[[], bool] | None) -> RunOutcome:
     """Read both pipes with a cap until the main process ends, a timeout or a cancel."""
@@ -277,15 +289,12 @@ def _supervise(proc: subprocess.Popen[bytes], spec: RunSpec, outcome: RunOutcome
         outcome.reason, outcome.detail = "timeout", f"killed after {spec.timeout:g} s"
     elif reason == "cancelled":
         outcome.reason, outcome.detail = "signal", "cancelled"
-    elif code < 0:
-        sig = signal.Signals(-code)
-        outcome.reason = "cpu" if sig in (signal.SIGXCPU,) else "signal"
-        outcome.detail = f"ended by {sig.name}"
-    elif code == 128 + signal.SIGKILL and outcome.protections.get("pid_namespace"):
-        # unshare reports its child's death by a signal as 128+N
-        outcome.reason, outcome.detail = "signal", "ended by SIGKILL"
-    elif code == 128 + signal.SIGXCPU:
-        outcome.reason, outcome.detail = "cpu", "ended by SIGXCPU (CPU time limit)"
+    elif code < 0 or (128 < code < 128 + signal.NSIG and outcome.protections.get("pid_namespace")):
+        # In a namespace the job's death by signal N comes back as 128+N (see _INNER); a
+        # job that itself exits with such a status is reported the same way, as shells do.
+        number = -code if code < 0 else code - 128
+        outcome.reason = "cpu" if number == signal.SIGXCPU else "signal"
+        outcome.detail = f"ended by {_signal_name(number)}"
     else:
         outcome.reason, outcome.exit_code = "exit", code
     return outcome

@@ -26,6 +26,7 @@ from typing import Any
 from gatosd._bus_methods import BusMethods
 from gatosd._fold_methods import FoldMethods
 from gatosd._group_commit import GroupCommitConfig, GroupCommitter
+from gatosd._jobs_methods import JobMethods
 from gatosd._ledger_methods import LedgerMethods
 from gatosd._metrics import Metrics, MetricsObserver, parse_loopback
 from gatosd._registry import Registry
@@ -132,6 +133,8 @@ async def run(config: DaemonConfig, ready: asyncio.Event | None = None) -> int:
     fold_methods.register(registry)
     bus_methods = BusMethods(methods.repo_path, node, committer, server, durable=config.durable)
     bus_methods.register(registry)  # bus.* (its writer process starts on the first bus request)
+    jobs_methods = JobMethods(methods.repo_path, node, committer, bus_methods)
+    jobs_methods.register(registry)  # jobs.*
     committer.start()
 
     state: dict[str, Any] = {"pid": os.getpid(), "repo": methods.repo_path}
@@ -195,6 +198,7 @@ async def run(config: DaemonConfig, ready: asyncio.Event | None = None) -> int:
     finally:
         methods.close()
         fold_methods.close()
+        jobs_methods.close()
         writer.close()
         for path in (state_path, state.get("socket")):
             if path:
