@@ -21,6 +21,7 @@ Enforced when the host allows it, probed once per process (see `health()`):
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import os
 import platform
@@ -29,6 +30,7 @@ import selectors
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -131,8 +133,16 @@ def health() -> dict[str, Any]:
     }
 
 
+_PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
 def _set_limits(limits: Limits) -> Callable[[], None]:
     def apply() -> None:
+        if _LIBC is not None:
+            # If the worker dies (kill -9), its job dies with it instead of running on
+            # unsupervised; with a PID namespace the whole tree goes (see _INNER).
+            _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         cpu = max(1, limits.cpu_seconds)
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
         resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
