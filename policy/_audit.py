@@ -26,7 +26,7 @@ from ledger_core import ObjectId, ObjectStore, RefName, RefStore, canonical_json
 from ledger_core.errors import LedgerError, RefLocked
 from policy._decide import Bundle, Decision, Request, decide, redact_payload
 from policy._grants import format_time
-from policy._store import ZERO, load_bundle, load_trust
+from policy._store import ACTIVE_REF, ZERO, load_bundle, load_trust
 from policy._tree import commit_object, read_file, with_files
 from policy._trustview import TrustView
 from policy.errors import AuditFailed
@@ -148,26 +148,30 @@ def replay(objects: ObjectStore, refs: RefStore, *, current: tuple[Bundle | None
 
     By default each record is re-decided under the bundle, trust view and time it
     names (a difference means the record or the engine cannot be trusted). With
-    `current=(bundle, trust, now)` they are decided under those instead, to see what
-    the active policy would now decide differently.
+    `current=(bundle, trust, now)` they are decided under those instead (with the
+    commit `refs/gatos/policies/active` holds as the bundle's), to see what the active
+    policy would now decide differently.
     """
     bundles: dict[str, Bundle | None] = {ZERO: None}
     trusts: dict[str, TrustView] = {}
     cache: dict[Any, Any] = {}
     checked, differ = 0, []
+    active = (refs.get(ACTIVE_REF) or ZERO) if current is not None else ZERO
     for oid, rec in read_log(objects, refs):
         checked += 1
         try:
             if current is not None:
                 bundle, trust, now = current
+                commit = active
             else:
+                commit = rec.policy_root
                 if rec.policy_root not in bundles:
                     bundles[rec.policy_root] = load_bundle(objects, ObjectId(rec.policy_root)).bundle
                 if rec.trust_root not in trusts:
                     trusts[rec.trust_root] = load_trust(
                         objects, None if rec.trust_root == ZERO else ObjectId(rec.trust_root), cache)
                 bundle, trust, now = bundles[rec.policy_root], trusts[rec.trust_root], rec.time
-            again = decide(rec.request, bundle, trust, now)
+            again = decide(rec.request, bundle, trust, now, commit)
         except LedgerError as exc:
             differ.append({"commit": oid, "recorded": rec.decision.to_value(),
                            "error": f"{exc.code}: {exc.reason}"})

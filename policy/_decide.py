@@ -35,6 +35,7 @@ from policy.errors import InvalidPolicy
 _NS_ACTIONS = frozenset(("append", "jobs.enqueue", "jobs.claim", "jobs.result", "state.checkpoint"))
 _TOPIC_ACTIONS = frozenset(a for a in ACTIONS if a.startswith("bus."))
 _CACHE_MAX = 65536
+_ZERO = "0" * 40
 
 
 class Request(NamedTuple):
@@ -45,6 +46,7 @@ class Request(NamedTuple):
     target: str
     payload: Any = None
     type: str | None = None
+    policy_root: str | None = None  # the bundle commit a signed event names (appends)
 
     def to_value(self) -> dict[str, Any]:
         out: dict[str, Any] = {"actor": self.actor, "action": self.action, "target": self.target}
@@ -52,12 +54,14 @@ class Request(NamedTuple):
             out["payload"] = self.payload
         if self.type is not None:
             out["type"] = self.type
+        if self.policy_root is not None:
+            out["policy_root"] = self.policy_root
         return out
 
     @classmethod
     def from_value(cls, value: dict[str, Any]) -> Request:
         return cls(value["actor"], value["action"], value["target"], value.get("payload"),
-                   value.get("type"))
+                   value.get("type"), value.get("policy_root"))
 
 
 class Decision(NamedTuple):
@@ -244,8 +248,15 @@ def _deny(rule: str, reason: str) -> Decision:
     return Decision(False, rule, reason, True)
 
 
-def decide(request: Request, bundle: Bundle | None, trust: TrustView, now: int) -> Decision:
-    """Decide one request. Same inputs, same decision: nothing here reads a clock or a ref."""
+def decide(request: Request, bundle: Bundle | None, trust: TrustView, now: int,
+           policy_commit: str | None = None) -> Decision:
+    """Decide one request. Same inputs, same decision: nothing here reads a clock or a ref.
+
+    `policy_commit` is the commit of `bundle` (the active one). When it is given and the
+    request names another bundle commit (`policy_root` of a signed event; the zero OID
+    means the event names none), the request is denied: an event's `Policy-Root` must be
+    the bundle it was admitted under.
+    """
     cap = capability_for(request.action, request.target)
     if cap is None:
         return _deny("gatos:unknown-action", f"unknown action: {request.action}")
@@ -255,6 +266,10 @@ def decide(request: Request, bundle: Bundle | None, trust: TrustView, now: int) 
         return _deny("gatos:unknown-actor", f"unknown actor: {request.actor}")
     if bundle is None or not bundle.rules:
         return _deny("gatos:empty-bundle", "no active policy bundle: everything is denied")
+    root = request.policy_root
+    if root is not None and policy_commit is not None and root != policy_commit and root != _ZERO:
+        return _deny("gatos:policy-root", f"the event names policy root {root}, but the active "
+                     f"bundle is {policy_commit}: build and sign it again under the active policy")
     groups = trust.groups_of(request.actor)
     first_ok: _Rule | None = None
     requires: list[_Rule] = []

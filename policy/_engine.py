@@ -17,7 +17,7 @@ Speed (the gate runs once per event in the journal writer):
   `gatos policy apply`) has moved the ref file before that process returned, so the
   next batch sees it.
 * `gate()` remembers allowed, unaudited `append` decisions per (actor, namespace,
-  event type) when no rule that can match reads the payload. The memo is dropped
+  event type, the event's policy root) when no rule that can match reads the payload. The memo is dropped
   whenever the bundle or trust view changes, and it only holds within the span of
   time in which no grant starts or expires (`TrustView.stable_span`), so a memoized
   allow never outlives a grant's `exp`. Denials and audited allows are decided (and
@@ -60,8 +60,8 @@ class PolicyEngine:
         self._sig_cache: SigCache = {}
         self._stamp_of = stamp
         self._stamp: object = None  # None: never equal (refs are read)
-        # (actor, ns, type) → allowed, valid while now is in [_memo_from, _memo_until)
-        self._memo: dict[tuple[str, str, str], Decision] = {}
+        # (actor, ns, type, policy root) → allowed, valid while now is in [_memo_from, _memo_until)
+        self._memo: dict[tuple[str, str, str, str], Decision] = {}
         self._memo_from: float = 0.0
         self._memo_until: float = 0.0
 
@@ -112,14 +112,15 @@ class PolicyEngine:
         if self.bundle_error is not None:
             return Decision(False, "gatos:policy-invalid",
                             f"the active policy bundle did not load: {self.bundle_error}", True)
-        return decide(request, self.bundle, self.trust, now)
+        return decide(request, self.bundle, self.trust, now, self.policy_root)
 
     def check(self, actor: str, action: str, target: str, payload: Any = None, *,
-              type: str | None = None, now: int | None = None) -> Decision:
+              type: str | None = None, now: int | None = None,
+              policy_root: str | None = None) -> Decision:
         """Decide and queue the audit record; raise `PolicyDenied` on a denial."""
         if now is None:
             now = int(self.clock())
-        request = Request(actor, action, target, payload, type)
+        request = Request(actor, action, target, payload, type, policy_root)
         decision = self.decide(request, now)
         if decision.audit or not decision.allowed:
             self.audit.record(AuditRecord(request, decision, self.policy_root,
@@ -139,18 +140,19 @@ class PolicyEngine:
     def gate(self, ns: str, signed: SignedEvent) -> None:
         """The journal's `Gate`: may the event's (verified) actor append it to `ns`?"""
         event = signed.event
-        key = (event.actor, ns, event.type)
+        key = (event.actor, ns, event.type, event.policy_root)
         if key in self._memo:
             now = self.clock()
             if self._memo_from <= now < self._memo_until:
                 return
         self._gate(key, event.payload)
 
-    def _gate(self, key: tuple[str, str, str], payload: Any) -> None:
+    def _gate(self, key: tuple[str, str, str, str], payload: Any) -> None:
         """Decide (and record) one append; memoize the allow when that is sound."""
-        actor, ns, type_ = key
+        actor, ns, type_, root = key
         now = int(self.clock())
-        decision = self.check(actor, "append", ns, payload, type=type_, now=now)  # raises if denied
+        decision = self.check(actor, "append", ns, payload, type=type_, now=now,
+                              policy_root=root)  # raises if denied
         bundle = self.bundle
         if decision.audit or bundle is None or self.bundle_error is not None \
                 or bundle.reads_payload("append", ns):

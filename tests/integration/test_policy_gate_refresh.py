@@ -89,3 +89,24 @@ def test_daemon_writer_sees_a_revocation_on_its_next_batch(tmp_path: Path) -> No
                 assert "was revoked" in reply["error"]["reason"]
         finally:
             assert daemon.terminate() == 0
+
+
+def test_event_signed_under_a_replaced_bundle_is_denied(tmp_path: Path) -> None:
+    """Built before `gatos policy apply`, appended after: denied (gatos:policy-root), audited;
+    built again under the active bundle it is appended, naming it in its Policy-Root trailer."""
+    repo = tmp_path / "node"
+    node, _ = Node.init(str(repo), "user:a", discover=False)
+    stale = node.sign(node.build_event(type="t", payload={}, actor="user:a"))
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "10.rules").write_text("require caps=$cap\n")
+    assert gatos(repo, "policy", "apply", str(rules)).returncode == 0
+    denied = node.append_many([("demo", stale)])[0]
+    assert isinstance(denied, PolicyDenied) and denied.rule == "gatos:policy-root"
+    assert "Policy-Rule: gatos:policy-root" in git(repo, "log", "-1", "--format=%B", AUDIT)
+    result = node.append_many([("demo", node.sign(node.build_event(type="t", payload={}, actor="user:a")))])[0]
+    assert isinstance(result, AppendResult)
+    active = git(repo, "rev-parse", "refs/gatos/policies/active").strip()
+    assert f"Policy-Root: {active}" in git(repo, "log", "-1", "--format=%B", "refs/gatos/journal/demo/user/a")
+    replay = json.loads(gatos(repo, "audit", "replay").stdout)
+    assert replay["ok"] is True

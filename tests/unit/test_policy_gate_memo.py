@@ -17,6 +17,7 @@ from policy import (
     issue_grant,
     make_grant,
     read_log,
+    replay,
     revoke_grant,
 )
 from tests.unit.policy_support import KEYS, T0, make_engine
@@ -162,3 +163,27 @@ def test_stamp_decides_whether_refs_are_read() -> None:
     engine.refresh()
     engine.refresh()
     assert len(reads) == 8
+
+
+def test_event_must_name_the_active_bundle() -> None:
+    """An event naming another bundle commit is denied (audited, replayable); the active one
+    or the zero OID (names none) is decided as usual; the memo never lets a stale root by."""
+    engine, _ = make_engine()
+    old = engine.policy_root
+    engine.gate("demo", ev("user:alice", policy_root=old))
+    apply_policy(engine, {"a.rules": "require caps=$cap\n"}, actor="user:alice")
+    new = engine.policy_root
+    assert new != old
+    engine.gate("demo", ev("user:alice", policy_root=new))
+    engine.gate("demo", ev("user:alice", policy_root=new))  # from the memo
+    engine.gate("demo", ev("user:alice"))  # zero OID
+    start = records(engine)
+    with pytest.raises(PolicyDenied) as info:
+        engine.gate("demo", ev("user:alice", policy_root=old))
+    assert info.value.rule == "gatos:policy-root" and old in info.value.reason and new in info.value.reason
+    assert records(engine) == start + 1
+    head = engine.refs.get(AUDIT_REF)
+    recorded = next(read_log(engine.objects, engine.refs))[1]
+    assert recorded.request.policy_root == old and recorded.policy_root == new
+    assert engine.objects.read_commit(head).trailers["Policy-Rule"] == "gatos:policy-root"
+    assert replay(engine.objects, engine.refs)["ok"] is True
