@@ -19,6 +19,7 @@ import pytest
 from gatosd._bus_methods import BusMethods
 from gatosd._fold_methods import FoldMethods
 from gatosd._framing import encode_frame
+from gatosd._jobs_methods import JobMethods
 from gatosd._ledger_methods import LedgerMethods
 from gatosd._registry import Registry
 from ledger_core import ZERO_OID, Event, SigningKey, encode_ulid, format_timestamp_ms, sign_event
@@ -93,6 +94,7 @@ def test_hello_lists_every_registered_method(client: JsonlClient) -> None:
     LedgerMethods.register(LedgerMethods.__new__(LedgerMethods), registry)
     FoldMethods.register(FoldMethods.__new__(FoldMethods), registry)
     BusMethods.register(BusMethods.__new__(BusMethods), registry)
+    JobMethods.register(JobMethods.__new__(JobMethods), registry)
     reply = client.hello()
     assert reply["server"] == "gatosd" and reply["protocol"] == 1
     assert reply["methods"] == registry.names()
