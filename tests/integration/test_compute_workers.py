@@ -152,3 +152,27 @@ def test_bad_manifest_and_denied_enqueue_change_nothing(node: Path) -> None:
     assert "refs/gatos/jobs/" not in refs_after
     assert [line for line in refs_after.splitlines() if "audit" not in line] == \
         [line for line in before[0].splitlines() if "audit" not in line]
+
+
+def test_webassembly_job_end_to_end(node: Path, tmp_path: Path) -> None:
+    """A module from the blob store runs under the wasm runner, with a verified, reproducible result."""
+    from tests.unit.test_compute_wasm import HELLO, LOOP
+
+    module = tmp_path / "hello.wasm"
+    module.write_bytes(HELLO)
+    pointer = json.loads(gatos(node, "blob", "put", str(module)).stdout)
+    job_id = json.loads(gatos(node, "jobs", "enqueue", "--ns", "work", "--command",
+                              json.dumps(["wasm", pointer["hash"]]), "--timeout", "10").stdout)["job_id"]
+    looping = tmp_path / "loop.wasm"
+    looping.write_bytes(LOOP)
+    loop_hash = json.loads(gatos(node, "blob", "put", str(looping)).stdout)["hash"]
+    loop_id = json.loads(gatos(node, "jobs", "enqueue", "--ns", "work", "--command",
+                               json.dumps(["wasm", loop_hash]), "--timeout", "10").stdout)["job_id"]
+    out = worker(node, "--exit-when-idle", "--runtime", "wasm").communicate(timeout=60)[0]
+    assert json.loads(out.splitlines()[-1])["jobs_run"] == 2
+    result = json.loads(gatos(node, "jobs", "result", job_id).stdout)
+    assert result["outputs"]["stdout"] == "hello\n" and result["poe"]["runner"]["program"] == pointer["hash"]
+    assert result["poe"]["runner"]["platform"].startswith("wasm32")
+    assert json.loads(gatos(node, "reproduce", job_id).stdout)["identical"] is True
+    endless = json.loads(gatos(node, "jobs", "result", loop_id).stdout)
+    assert endless["status"] == "failed" and endless["exit"]["reason"] == "fuel"
