@@ -209,6 +209,44 @@ class UnknownGroup(BusFailed):
     code = "UNKNOWN_GROUP"
 
 
+class JobFailed(GatosError):
+    """A job request could not be served (root of the job codes)."""
+
+    code = "JOB_ERROR"
+
+
+class InvalidJob(JobFailed):
+    code = "INVALID_JOB"
+
+
+class JobNotFound(JobFailed):
+    code = "JOB_NOT_FOUND"
+
+
+class ClaimLost(JobFailed):
+    code = "CLAIM_LOST"
+
+
+class JobFinished(JobFailed):
+    code = "JOB_FINISHED"
+
+
+class BlobNotFound(JobFailed):
+    code = "BLOB_NOT_FOUND"
+
+
+class BlobCorrupt(JobFailed):
+    code = "BLOB_CORRUPT"
+
+
+class RunnerUnavailable(JobFailed):
+    code = "RUNNER_UNAVAILABLE"
+
+
+class BadProof(JobFailed):
+    code = "BAD_PROOF"
+
+
 # -- local failures: raised by the client itself, never sent by a daemon ----------------
 
 
@@ -241,6 +279,8 @@ _WIRE_CLASSES: tuple[type[GatosError], ...] = (
     InvalidPosition, Locked, NoActor, NotFastForward, NotFound, NotPending, PolicyDenied,
     ProofMismatch, RefInTheWay, ShuttingDown, StorageFailed, Timeout, TooLarge, UlidReused, Unauthorized,
     UnknownActor, UnknownGroup, UnknownSigAlg, UnknownType,
+    JobFailed, InvalidJob, JobNotFound, ClaimLost, JobFinished, BlobNotFound, BlobCorrupt, RunnerUnavailable,
+    BadProof,
 )
 
 CODE_TO_ERROR: dict[str, type[GatosError]] = {cls.code: cls for cls in _WIRE_CLASSES}
