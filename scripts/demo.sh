@@ -40,6 +40,16 @@ echo "== Proof-of-Fold: re-run the fold over the checkpoint's window and compare
 gatos fold verify refs/gatos/state/finance
 git -C "$NODE" log -1 --format=%B refs/gatos/state/finance
 
+echo "== jobs: enqueue, one worker runs it sandboxed, the signed Proof-of-Execution, reproduce"
+JOB=$(gatos jobs enqueue --ns build --command '["/bin/sh","-c"]' --args '["echo built > out/artifact.txt; uname -s"]' --timeout 30 \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["job_id"])')
+gatos worker --exit-when-idle
+gatos jobs status "$JOB" | python3 -c 'import json,sys; s=json.load(sys.stdin); print(s["state"], [h["state"] for h in s["history"]])'
+gatos jobs result "$JOB" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["status"], "verified:", r["verified"], r["outputs"])'
+gatos reproduce "$JOB"
+git -C "$NODE" log -1 --format=%B "refs/gatos/jobs/${JOB#blake3:}/result"
+gatos health | python3 -c 'import json,sys; h=json.load(sys.stdin); print("not enforced here:", h["not_enforced"] or "none")'
+
 echo "== gatosd: the daemon on the same node (unix socket .git/gatos/gatosd.sock, mode 0600)"
 gatosd --repo "$NODE" 2>"$NODE/.git/gatos/gatosd.log" &
 DAEMON=$!
