@@ -8,32 +8,53 @@ the journal path stays exactly as it was; the process is started on the first bu
 request, so a daemon that never sees one never pays for it.
 
 `BusWriter.submit(op)` queues one operation; a batcher takes everything queued (up to
-`MAX_BATCH`) and sends it as one batch: all publishes of a batch are one
-`BusLog.publish_many` (one pack, one ref move per shard), all acks one
-`AckLog.write_many`. A caller is answered only after its batch's ref updates. If the
-process dies, that batch is answered `STORAGE` (a retry with the same ULID is safe: it
-is either published or reported as a duplicate) and a new process is started.
+`MAX_BATCH`) and sends it as one batch, with up to `DEPTH` batches in the process at
+once. In the process the main thread plans a batch (`BusLog.plan_many`: validation,
+the gate, envelopes, ed25519, commit objects) and hands it to its applier thread, which
+writes it (`BusLog.apply`: one pack, one ref move per shard written; acks as one
+`AckLog.write_many`) and only then answers; while the applier waits on the file system
+the main thread plans the next batch on top of the in-memory heads. Batches are written
+and answered in order; if one fails to write, the batches planned on top of it are
+failed unwritten and the heads are read again. The process holds the bus flock
+(`.git/gatos/mbus-writer.lock`) for its life, so no other bus writer can move a shard
+under it. If the process dies, its in-flight batches are answered `STORAGE` (a retry
+with the same ULID is safe: it is either published or reported as a duplicate) and a
+new process is started.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import fcntl
 import gc
 import multiprocessing
 import os
+import queue
 import signal
+import threading
 import time
 from multiprocessing.connection import Connection
 from typing import Any
 
-from gatosd._pipe import exchange
 from gatosd.errors import ProtocolError
 from ledger_core.errors import LedgerError, StorageError
-from mind_bus import AckLog, BusLog, PublishRequest, PublishResult, TopicConfig, config_path, prune_topic
+from mind_bus import (
+    AckLog,
+    BusLog,
+    PlannedBatch,
+    PublishRequest,
+    PublishResult,
+    TopicConfig,
+    config_path,
+    prune_topic,
+)
 
 START_TIMEOUT = 60.0
 MAX_BATCH = 1024
+SEND_INLINE = 64  # batches up to this many ops are sent from the loop (they fit the pipe)
+DEPTH = 2  # batches in the bus writer process at once (one planned while one is written)
 STORE_BELOW = 1024
 Op = tuple[Any, ...]
 
@@ -63,8 +84,130 @@ class ConfigLoader:
         return config
 
 
+FLOCK_FILE = "mbus-writer.lock"
+
+
+def _flock_path(git_dir: str) -> str:
+    return os.path.join(git_dir, "gatos", FLOCK_FILE)
+
+
+def hold_bus_flock(git_dir: str, timeout: float) -> int:
+    """Take the repository's bus writer flock (`.git/gatos/mbus-writer.lock`); its fd.
+
+    Every bus writer of a repository holds it while it writes: the daemon's bus writer
+    process for its whole life, a CLI publish (no daemon) for one publish. The kernel
+    drops it when its holder dies, so a `kill -9` never leaves it behind.
+
+    Raises:
+        StorageError: another writer kept it for `timeout` seconds.
+    """
+    path = _flock_path(git_dir)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise StorageError(f"another bus writer held {path} for {timeout:g}s") from None
+            time.sleep(delay)
+            delay = min(0.05, delay * 2)
+
+
+@contextlib.contextmanager
+def bus_flock(git_dir: str, timeout: float = 30.0) -> Any:
+    """`hold_bus_flock` for the duration of a `with` block."""
+    fd = hold_bus_flock(git_dir, timeout)
+    try:
+        yield
+    finally:
+        os.close(fd)
+
+
 def _wire_error(exc: LedgerError) -> tuple[str, str, str | None]:
     return (exc.code, exc.reason, getattr(exc, "rule", None))
+
+
+class _Applier:
+    """The bus writer process's second thread: writes planned batches and answers them.
+
+    The main thread plans batch N+1 (validation, the gate, envelopes, ed25519,
+    commit objects: CPU) while this thread writes batch N (pack, ref updates: mostly
+    waiting on the file system, with the GIL released), so the two overlap. Batches
+    are written and answered strictly in order, each answer after its ref updates. If
+    a batch fails to write, every batch planned on top of it (same `epoch`) is failed
+    unwritten, and the main thread re-reads the refs before planning again.
+    """
+
+    def __init__(self, log: BusLog, acks: AckLog, maintainer: Any, conn: Connection) -> None:
+        self.log, self.acks, self.maintainer, self.conn = log, acks, maintainer, conn
+        self.jobs: queue.Queue[tuple[int, Any] | None] = queue.Queue()
+        self.epoch = 0
+        self.failed_epoch = -1
+        self._idle = threading.Condition()
+        self._queued = 0
+        self.thread = threading.Thread(target=self._loop, name="gatos-bus-applier", daemon=True)
+        self.thread.start()
+
+    def start_planning(self) -> None:
+        """Before planning: after a failed write, drop the in-memory heads (new epoch)."""
+        if self.failed_epoch >= self.epoch:
+            self.log.forget_all()
+            self.epoch = self.failed_epoch + 1
+
+    def put(self, job: Any) -> None:
+        with self._idle:
+            self._queued += 1
+        self.jobs.put((self.epoch, job))
+
+    def drain(self) -> None:
+        """Wait until every queued batch is written and answered."""
+        with self._idle:
+            while self._queued:
+                self._idle.wait()
+
+    def close(self) -> None:
+        self.jobs.put(None)
+        self.thread.join()
+
+    def _loop(self) -> None:
+        while True:
+            item = self.jobs.get()
+            if item is None:
+                return
+            epoch, job = item
+            try:
+                out = job(epoch)
+                with contextlib.suppress(OSError):
+                    self.conn.send(out)
+                self.maintainer.after_write()
+            except BaseException:  # never leave the main thread waiting in drain()
+                self.failed_epoch = max(self.failed_epoch, epoch)
+                raise
+            finally:
+                with self._idle:
+                    self._queued -= 1
+                    self._idle.notify_all()
+
+    def write(self, epoch: int, planned: PlannedBatch | None) -> LedgerError | None:
+        """Apply a planned batch (None: nothing to write); the error that failed it, if any."""
+        if planned is None:
+            return None
+        if epoch <= self.failed_epoch:
+            return StorageError("an earlier bus batch failed to write; this one was not written: retry")
+        try:
+            self.log.apply(planned)
+            return None
+        except LedgerError as exc:
+            self.failed_epoch = epoch
+            return exc
+        except Exception as exc:
+            self.failed_epoch = epoch
+            return StorageError(f"bus writer failed: {exc}")
 
 
 def _serve(repo: str, durable: bool, conn: Connection) -> None:
@@ -74,6 +217,7 @@ def _serve(repo: str, durable: bool, conn: Connection) -> None:
     from ledger_git import PackMaintainer
 
     node = Node.open(repo, durable=durable)
+    hold_bus_flock(node.repo.git_dir, START_TIMEOUT)  # held until this process ends
     node.repo.objects.pack_threshold = 1
     # Message objects are small and mostly hashes and signatures: storing them without
     # compression costs a twentieth of deflating them (see ledger_git._deflate).
@@ -81,13 +225,21 @@ def _serve(repo: str, durable: bool, conn: Connection) -> None:
     maintainer = PackMaintainer(node.repo.objects, node.repo.git_dir)
     configs = ConfigLoader(node.repo.repo.workdir or node.repo.git_dir)
 
+    allowed: set[tuple[str, str, str]] = set()  # this batch's allowed, unaudited decisions
+
     def gate(actor: str, action: str, topic: str) -> None:
-        node.policy.check(actor, action, topic)
+        if (actor, action, topic) in allowed:
+            return
+        decision = node.policy.check(actor, action, topic)
+        if not getattr(decision, "audit", True):
+            allowed.add((actor, action, topic))
 
     log = BusLog(node.repo.objects, node.repo.refs, sign=node.sign, clock=time.time,
                  sleep=time.sleep, config_for=configs, gate=gate,
-                 policy_root=lambda: node.policy.policy_root)
+                 policy_root=lambda: node.policy.policy_root,
+                 exclusive=lambda _topic: contextlib.nullcontext())  # the flock is held
     acks = AckLog(node.repo.objects, node.repo.refs, clock=time.time)
+    applier = _Applier(log, acks, maintainer, conn)
     gc.collect()
     gc.freeze()
     conn.send("ready")
@@ -99,51 +251,84 @@ def _serve(repo: str, durable: bool, conn: Connection) -> None:
                 return
             if ops is None:
                 return
+            allowed.clear()  # decided again per batch: grants expire, policies change
+            applier.start_planning()
+            if any(op[0] == "prune" for op in ops):
+                applier.drain()  # pruning rewrites shards: nothing may be in flight
+                applier.start_planning()
             try:
-                out = _run_batch(node, log, acks, configs, ops)
+                job = _plan_batch(node, log, acks, configs, ops, applier)
             except LedgerError as exc:
-                out = [_wire_error(exc)] * len(ops)
+                job = _answer([_wire_error(exc)] * len(ops))
             except Exception as exc:  # reported to every caller of the batch
-                out = [("STORAGE", f"bus writer failed: {exc}", None)] * len(ops)
-            conn.send(out)
-            maintainer.after_write()
+                job = _answer([("STORAGE", f"bus writer failed: {exc}", None)] * len(ops))
+            applier.put(job)
     finally:
+        applier.close()
         maintainer.close()
 
 
-def _run_batch(node: Any, log: BusLog, acks: AckLog, configs: ConfigLoader, ops: list[Op]) -> list[Any]:
+def _answer(out: list[Any]) -> Any:
+    return lambda _epoch: out
+
+
+def _plan_batch(node: Any, log: BusLog, acks: AckLog, configs: ConfigLoader, ops: list[Op],
+                applier: _Applier) -> Any:
+    """Plan a batch on the main thread; the job that writes and answers it on the applier."""
     out: list[Any] = [None] * len(ops)
     pubs = [(i, op) for i, op in enumerate(ops) if op[0] == "pub"]
     ack_ops = [(i, op) for i, op in enumerate(ops) if op[0] == "ack"]
+    planned: PlannedBatch | None = None
     if pubs:
         node.policy.refresh()
-        results = log.publish_many([PublishRequest(topic, payload, ulid, actor, key=key, headers=headers)
-                                    for _, (_, topic, payload, key, headers, ulid, actor) in pubs])
+        planned = log.plan_many([PublishRequest(topic, payload, ulid, actor, key=key, headers=headers)
+                                 for _, (_, topic, payload, key, headers, ulid, actor) in pubs])
         node.policy.flush()  # the batch's denials are audited before anyone is answered
-        for (i, _), res in zip(pubs, results, strict=True):
-            out[i] = res.to_dict() if isinstance(res, PublishResult) else _wire_error(res)
-    if ack_ops:
-        written = acks.write_many([(topic, group, offsets) for _, (_, topic, group, offsets) in ack_ops])
-        for (i, _), res in zip(ack_ops, written, strict=True):
-            out[i] = {"commit": res} if isinstance(res, str) else _wire_error(res)
+    prunes = [(i, op) for i, op in enumerate(ops) if op[0] == "prune"]
     for i, op in enumerate(ops):
-        if op[0] == "prune":
-            topic, ttl = op[1], op[2]
-            try:
-                config = configs(topic)
-                ttl = config.ttl_seconds if ttl is None else ttl
-                if ttl is None:
-                    out[i] = {"summaries": [], "reason": "the topic has no ttl_seconds"}
-                    continue
-                shards = sorted(log.shard_heads(topic))
-                out[i] = {"summaries": prune_topic(log.objects, log.refs, topic, shards,
-                                                   ttl_seconds=ttl, clock=time.time)}
-                log.forget(topic)
-            except LedgerError as exc:
-                out[i] = _wire_error(exc)
-        elif out[i] is None:
+        if op[0] not in ("pub", "ack", "prune"):
             out[i] = ("BAD_FRAME", f"unknown bus writer operation {op[0]!r}", None)
-    return out
+
+    def job(epoch: int) -> list[Any]:
+        try:
+            return write(epoch)
+        except Exception as exc:  # reported to every caller of the batch
+            return [("STORAGE", f"bus writer failed: {exc}", None)] * len(ops)
+
+    def write(epoch: int) -> list[Any]:
+        failed = applier.write(epoch, planned)
+        if planned is not None:
+            for (i, _), res in zip(pubs, planned.results, strict=True):
+                if failed is not None and isinstance(res, PublishResult):
+                    res = failed
+                out[i] = res.to_dict() if isinstance(res, PublishResult) else _wire_error(res)
+        if ack_ops:
+            written = acks.write_many([(topic, group, offsets) for _, (_, topic, group, offsets) in ack_ops])
+            for (i, _), res in zip(ack_ops, written, strict=True):
+                out[i] = {"commit": res} if isinstance(res, str) else _wire_error(res)
+        for i, op in prunes:
+            out[i] = _prune(log, configs, op[1], op[2])
+        return out
+
+    if prunes:  # run now, on this thread: the applier is idle (drained)
+        return _answer(job(applier.epoch))
+    return job
+
+
+def _prune(log: BusLog, configs: ConfigLoader, topic: str, ttl: int | None) -> Any:
+    try:
+        config = configs(topic)
+        ttl = config.ttl_seconds if ttl is None else ttl
+        if ttl is None:
+            return {"summaries": [], "reason": "the topic has no ttl_seconds"}
+        shards = sorted(log.shard_heads(topic))
+        summaries = prune_topic(log.objects, log.refs, topic, shards, ttl_seconds=ttl,
+                                clock=time.time, exclusive=log.exclusive(topic))
+        return {"summaries": summaries}
+    except LedgerError as exc:
+        return _wire_error(exc)
+    finally:
+        log.forget(topic)
 
 
 def error_of(raw: Any) -> LedgerError | None:
@@ -155,19 +340,27 @@ def error_of(raw: Any) -> LedgerError | None:
 
 
 class BusWriter:
-    """Batches bus writes into a child process; use from the event loop only."""
+    """Batches bus writes into a child process; use from the event loop only.
 
-    def __init__(self, repo: str, *, durable: bool = False) -> None:
+    Up to `depth` batches are in the process at once: while it writes one (file
+    system) it plans the next (CPU), and answers come back in order.
+    """
+
+    def __init__(self, repo: str, *, durable: bool = False, depth: int = DEPTH) -> None:
         self.repo = repo
         self.durable = durable
+        self.depth = depth
         self.restarts = 0
         self.batches = 0
+        self.ops = 0
         self._conn: Connection | None = None
         self._proc: Any = None
         self._queue: asyncio.Queue[tuple[Op, asyncio.Future[Any]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._starting: asyncio.Future[None] | None = None
-        self._busy = False
+        self._inflight: collections.deque[list[asyncio.Future[Any]]] = collections.deque()
+        self._slots = asyncio.Semaphore(depth)
+        self._restarting: asyncio.Task[None] | None = None
         self._closing = False
 
     def _start_blocking(self) -> None:
@@ -189,6 +382,10 @@ class BusWriter:
             raise StorageError(f"the bus writer failed to open {self.repo} (exit {proc.exitcode})")
         self._conn, self._proc = parent, proc
 
+    def _attach(self) -> None:
+        assert self._conn is not None
+        asyncio.get_running_loop().add_reader(self._conn.fileno(), self._readable)
+
     async def _ensure_started(self) -> None:
         if self._conn is not None:
             return
@@ -196,6 +393,7 @@ class BusWriter:
             self._starting = asyncio.get_running_loop().create_future()
             try:
                 await asyncio.get_running_loop().run_in_executor(None, self._start_blocking)
+                self._attach()
                 self._starting.set_result(None)
             except BaseException as exc:
                 self._starting.set_exception(exc)
@@ -217,40 +415,80 @@ class BusWriter:
 
     async def _run(self) -> None:
         while True:
-            batch = [await self._queue.get()]
-            self._busy = True
+            first = await self._queue.get()
+            await self._slots.acquire()
+            if self._restarting is not None:
+                await self._restarting
+            batch = [first]
             while len(batch) < MAX_BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            results = await self._send([op for op, _ in batch])
+            futures = [future for _, future in batch]
+            self._inflight.append(futures)
             self.batches += 1
-            for (_, future), result in zip(batch, results, strict=True):
-                if not future.done():
-                    future.set_result(result)
-            self._busy = False
+            self.ops += len(batch)
+            try:
+                assert self._conn is not None
+                ops = [op for op, _ in batch]
+                if len(ops) <= SEND_INLINE:
+                    self._conn.send(ops)
+                else:  # may fill the pipe while the process is busy: not on the loop
+                    await asyncio.get_running_loop().run_in_executor(None, self._conn.send, ops)
+            except (OSError, ValueError):
+                self._died()
 
-    async def _send(self, ops: list[Op]) -> list[Any]:
+    def _readable(self) -> None:
         assert self._conn is not None
-        loop = asyncio.get_running_loop()
         try:
-            return list(await exchange(self._conn, ops))
+            results = self._conn.recv()
         except (EOFError, OSError):
-            self._proc.join(timeout=5)
+            self._died()
+            return
+        futures = self._inflight.popleft()
+        self._slots.release()
+        for future, result in zip(futures, results, strict=True):
+            if not future.done():
+                future.set_result(result)
+
+    def _died(self) -> None:
+        """The process is gone: fail what it held, start a new one."""
+        if self._restarting is not None or self._conn is None:
+            return
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(self._conn.fileno())
+        reason = ("the bus writer died during this batch; it may or may not have been "
+                  "written: retry with the same ulid")
+        while self._inflight:
+            for future in self._inflight.popleft():
+                if not future.done():
+                    future.set_result(("STORAGE", reason, None))
+            self._slots.release()
+        self._conn.close()
+        self._restarting = loop.create_task(self._restart(), name="bus-writer-restart")
+
+    async def _restart(self) -> None:
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, self._proc.join, 5)
             self.restarts += 1
-            await loop.run_in_executor(None, self._start_blocking)
-            reason = ("the bus writer died during this batch; it may or may not have been "
-                      "written: retry with the same ulid")
-            return [("STORAGE", reason, None)] * len(ops)
+            await asyncio.get_running_loop().run_in_executor(None, self._start_blocking)
+            self._attach()
+        finally:
+            self._restarting = None
 
     async def close(self) -> None:
         """Write everything queued, then let the process exit."""
         self._closing = True
-        while self._task is not None and (self._busy or not self._queue.empty()):
+        while self._task is not None and (self._inflight or not self._queue.empty()):
             await asyncio.sleep(0.002)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self._conn is not None:
+        if self._restarting is not None:
+            with contextlib.suppress(Exception):
+                await self._restarting
+        if self._conn is not None and not self._conn.closed:
+            with contextlib.suppress(OSError, ValueError):
+                asyncio.get_running_loop().remove_reader(self._conn.fileno())
             with contextlib.suppress(OSError):
                 self._conn.send(None)
             await asyncio.get_running_loop().run_in_executor(None, self._proc.join, 30)

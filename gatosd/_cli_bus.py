@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from gatosd._bus_writer import ConfigLoader
+from gatosd._bus_writer import ConfigLoader, bus_flock
 from gatosd._clock import new_ulid
 from gatosd.node import Node
 from ledger_core import normalize_actor, validate_ulid
@@ -40,7 +40,8 @@ def _local_log(node: Node) -> BusLog:
 
     return BusLog(node.repo.objects, node.repo.refs, sign=node.sign, clock=time.time,
                   sleep=time.sleep, config_for=ConfigLoader(node.repo.repo.workdir or node.repo.git_dir),
-                  gate=gate, policy_root=lambda: node.policy_root)
+                  gate=gate, policy_root=lambda: node.policy_root,
+                  exclusive=lambda _topic: bus_flock(node.repo.git_dir))
 
 
 def cmd_publish(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ place last, because Git and libgit2 discover packs by their index.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import struct
 import tempfile
@@ -67,39 +68,42 @@ def assemble_pack(entries: Sequence[PackEntry]) -> tuple[bytes, bytes, str]:
     Entries are self-contained (no deltas), so entries of several packs can be put
     together into one without touching their bytes: that is how small packs merge.
     """
-    pack = bytearray(b"PACK" + struct.pack(">II", 2, len(entries)))
+    head = b"PACK" + struct.pack(">II", 2, len(entries))
     rows: list[tuple[bytes, int, int]] = []  # (raw oid, crc32, offset)
+    offset = len(head)
     for entry in entries:
-        rows.append((entry.raw_oid, entry.crc, len(pack)))
-        pack += entry.data
+        rows.append((entry.raw_oid, entry.crc, offset))
+        offset += len(entry.data)
+    pack = b"".join([head, *(entry.data for entry in entries)])
     pack_sum = hashlib.sha1(pack, usedforsecurity=False).digest()
-    pack += pack_sum
 
     rows.sort()
-    idx = bytearray(b"\xfftOc" + struct.pack(">I", 2))
+    n = len(rows)
     counts = [0] * 256
     for raw, _crc, _off in rows:
         counts[raw[0]] += 1
-    total = 0
-    for count in counts:
-        total += count
-        idx += struct.pack(">I", total)
-    for raw, _crc, _off in rows:
-        idx += raw
-    for _raw, crc, _off in rows:
-        idx += struct.pack(">I", crc)
-    large: list[int] = []
-    for _raw, _crc, off in rows:
-        if off < 0x80000000:
-            idx += struct.pack(">I", off)
-        else:
-            idx += struct.pack(">I", 0x80000000 | len(large))
-            large.append(off)
-    for off in large:
-        idx += struct.pack(">Q", off)
-    idx += pack_sum
+    fanout = list(itertools.accumulate(counts))
+    offsets = [off for _raw, _crc, off in rows]
+    large = [off for off in offsets if off >= 0x80000000]
+    if large:
+        small_offsets, k = [], 0
+        for off in offsets:
+            if off < 0x80000000:
+                small_offsets.append(off)
+            else:
+                small_offsets.append(0x80000000 | k)
+                k += 1
+        offsets = small_offsets
+    idx = b"".join([
+        b"\xfftOc", struct.pack(">I", 2), struct.pack(">256I", *fanout),
+        b"".join(raw for raw, _crc, _off in rows),
+        struct.pack(f">{n}I", *(crc for _raw, crc, _off in rows)),
+        struct.pack(f">{n}I", *offsets),
+        struct.pack(f">{len(large)}Q", *large),
+        pack_sum,
+    ])
     idx += hashlib.sha1(idx, usedforsecurity=False).digest()
-    return bytes(pack), bytes(idx), pack_sum.hex()
+    return pack + pack_sum, idx, pack_sum.hex()
 
 
 def build_pack(objects: Sequence[GitObject]) -> tuple[bytes, bytes, str]:

@@ -38,7 +38,7 @@ from mind_bus._names import (
 )
 from mind_bus._positions import parse_from, start_positions
 from mind_bus._retention import SUMMARY_FILE, merkle_root, prune_shard, prune_topic, read_summary
-from mind_bus._store import BusGate, BusLog, PublishRequest, PublishResult, Signer
+from mind_bus._store import BusGate, BusLog, Exclusive, PlannedBatch, PublishRequest, PublishResult, Signer
 from mind_bus.errors import (
     BusError,
     InvalidBusConfig,
@@ -62,6 +62,7 @@ __all__ = [
     "BusError",
     "BusGate",
     "BusLog",
+    "Exclusive",
     "GroupState",
     "InvalidBusConfig",
     "InvalidMessage",
@@ -69,6 +70,7 @@ __all__ = [
     "InvalidTopic",
     "NotPending",
     "Pending",
+    "PlannedBatch",
     "Place",
     "PublishRequest",
     "PublishResult",

@@ -71,19 +71,20 @@ def body_hash(canonical_body: bytes) -> str:
 
 
 def message_event(topic: str, payload: Any, *, key: str | None, headers: dict[str, str] | None,
-                  ulid: str, publisher: str, policy_root: str, checked: bool = False) -> Event:
+                  ulid: str, publisher: str, policy_root: str, checked: bool = False,
+                  ms: int | None = None) -> Event:
     """The envelope the publisher signs; `ts` comes from the ULID (deterministic commits).
 
     `checked`: every part was validated already (topic, ULID, actor and policy root by
     their validators, `payload`/`key`/`headers` by `check_message`), so the envelope is
-    built without validating it a second time (the bus writer's hot path). The bytes
-    are the same either way.
+    built without validating it a second time (the bus writer's hot path; `ms` is then
+    the ULID's milliseconds, already parsed). The bytes are the same either way.
     """
     if checked:
         return Event.model_construct(
             type=MESSAGE_TYPE, ulid=ulid, actor=publisher,
             payload={"topic": topic, "key": key, "headers": headers or {}, "body": payload},
-            policy_root=policy_root, ts=format_timestamp_ms(ulid_ms(ulid)))
+            policy_root=policy_root, ts=format_timestamp_ms(ulid_ms(ulid) if ms is None else ms))
     try:
         return Event.from_value({
             "type": MESSAGE_TYPE, "ulid": ulid, "actor": publisher,
@@ -138,8 +139,9 @@ def _hashed(kind: bytes, data: bytes) -> bytes:
 
 
 def message_commit(signed: SignedEvent, place: Place, parent: ObjectId | None,
-                   digest: str) -> tuple[list[GitObject], ObjectId]:
-    """The four objects of a message commit and the commit id.
+                   digest: str, seconds: int | None = None) -> tuple[list[GitObject], ObjectId]:
+    """The four objects of a message commit and the commit id (`seconds`: the commit
+    time when the caller knows it, i.e. the ULID's milliseconds // 1000).
 
     Built directly as bytes, each object hashed once; `encode_tree`, `encode_commit`
     and `format_trailers` give the same bytes (`test_message_commit_matches_generic_encoders`).
@@ -161,7 +163,7 @@ def message_commit(signed: SignedEvent, place: Place, parent: ObjectId | None,
             _idents.clear()
     if "\n" in place.topic or "\n" in ev.ulid:
         raise InvalidMessage("a trailer value cannot hold a newline")
-    ident = f"{name} {ev.commit_time} +0000"
+    ident = f"{name} {ev.commit_time if seconds is None else seconds} +0000"
     parent_line = f"parent {parent}\n" if parent else ""
     text = (f"tree {tree_oid}\n{parent_line}author {ident}\ncommitter {ident}\n\n{MESSAGE_TYPE}\n\n"
             f"Topic: {place.topic}\nShard: {place.shard}\nPosition: {place.position}\n"

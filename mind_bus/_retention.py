@@ -20,6 +20,7 @@ as before. Pruned objects become unreachable and `git gc` removes them.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 from ledger_core import (
@@ -148,10 +149,15 @@ def prune_shard(objects: ObjectStore, refs: RefStore, topic: str, shard: int, *,
 
 
 def prune_topic(objects: ObjectStore, refs: RefStore, topic: str, shards: list[int], *,
-                ttl_seconds: int, clock: Callable[[], float]) -> list[dict[str, Any]]:
-    """`prune_shard` for every shard; the summaries written."""
+                ttl_seconds: int, clock: Callable[[], float],
+                exclusive: AbstractContextManager[object] | None = None) -> list[dict[str, Any]]:
+    """`prune_shard` for every shard; the summaries written.
+
+    `exclusive`: the topic's writer exclusion (`BusLog.exclusive`); by default the
+    topic's writer ref lock, so no bus writer publishes meanwhile.
+    """
     out = []
-    with refs.lock(writer_lock_ref(topic)):  # no bus writer publishes meanwhile
+    with exclusive if exclusive is not None else refs.lock(writer_lock_ref(topic)):
         for shard in shards:
             summary = prune_shard(objects, refs, topic, shard, ttl_seconds=ttl_seconds, now=clock())
             if summary is not None:

@@ -17,7 +17,9 @@ than through the ports.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +36,7 @@ from ledger_core import (
     validate_actor,
 )
 from ledger_core._gitobj import validate_oid
-from ledger_core.errors import LedgerError, RefLocked
+from ledger_core.errors import LedgerError, RefConflict, RefLocked
 from mind_bus._config import TopicConfig, shard_for_key
 from mind_bus._message import (
     Place,
@@ -52,6 +54,8 @@ from mind_bus.errors import UlidConflict
 BusGate = Callable[[str, str, str], None]
 """`gate(actor, action, topic)`: returns to allow, raises (e.g. a policy denial) to refuse."""
 Signer = Callable[[Event], SignedEvent]
+Exclusive = Callable[[str], AbstractContextManager[object]]
+"""`exclusive(topic)`: a context in which no other bus writer writes the topic."""
 LOCK_TRIES = 200
 STICKY_MAX = 256  # keyless messages of one batch written to one shard before the next
 
@@ -108,6 +112,24 @@ class _TopicIndex:
     seen: dict[str, _Seen] = field(default_factory=dict)
     next_rr: int = 0
     kept: int = 1024
+    pending: bool = False  # planned by `plan_many`: `heads` is ahead of the refs, never re-read
+
+
+@dataclass
+class _Plan:
+    objects: list[GitObject] = field(default_factory=list)
+    moves: dict[RefName, tuple[ObjectId | None, ObjectId]] = field(default_factory=dict)
+    topics: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PlannedBatch:
+    """A batch planned by `BusLog.plan_many`: write it with `BusLog.apply`, then answer."""
+
+    objects: list[GitObject]
+    moves: dict[RefName, tuple[ObjectId | None, ObjectId]]
+    results: list[PublishResult | LedgerError]
+    topics: list[str]
 
 
 def _head_from_commit(objects: ObjectStore, oid: ObjectId | None) -> _Head:
@@ -128,7 +150,8 @@ class BusLog:
     def __init__(self, objects: ObjectStore, refs: RefStore, *, sign: Signer,
                  clock: Callable[[], float], sleep: Callable[[float], None],
                  config_for: Callable[[str], TopicConfig] | None = None,
-                 gate: BusGate | None = None, policy_root: Callable[[], str] | None = None) -> None:
+                 gate: BusGate | None = None, policy_root: Callable[[], str] | None = None,
+                 exclusive: Exclusive | None = None) -> None:
         self.objects = objects
         self.refs = refs
         self._sign = sign
@@ -137,6 +160,7 @@ class BusLog:
         self.config_for = config_for or (lambda _topic: TopicConfig())
         self.gate = gate
         self._policy_root = policy_root or (lambda: "0" * 40)
+        self._exclusive = exclusive
         self._topics: dict[str, _TopicIndex] = {}
         self._listed: dict[str, tuple[TopicConfig, dict[int, RefName]]] = {}
 
@@ -149,10 +173,104 @@ class BusLog:
         return result
 
     def publish_many(self, requests: Sequence[PublishRequest]) -> list[PublishResult | LedgerError]:
-        """Group commit: one object write for the batch, one ref move per shard written.
+        """Group commit: one object write per topic, one ref move per shard written.
 
-        Each request succeeds or fails on its own; results are in input order.
+        Each request succeeds or fails on its own; results are in input order. Each
+        topic is planned and written under its writer exclusion (`exclusive`); a shard
+        moved by someone else meanwhile (a `git update-ref`) fails nothing: the topic's
+        part is planned again.
         """
+        results, by_topic, configs, checked, policy_root = self._check(requests)
+        for topic, indices in by_topic.items():
+            try:
+                exclusion = self.exclusive(topic)
+                exclusion.__enter__()
+            except LedgerError as exc:
+                for i in indices:
+                    results[i] = exc
+                continue
+            try:
+                for _attempt in range(3):
+                    part: list[PublishResult | LedgerError | None] = [None] * len(requests)
+                    plan = _Plan()
+                    try:
+                        self._plan_topic(topic, configs[topic], requests, indices, checked, part,
+                                         policy_root, plan)
+                        self.apply(plan)
+                    except RefConflict:
+                        continue  # someone else moved a shard: start over (the index was dropped)
+                    except LedgerError as exc:
+                        for i in indices:
+                            results[i] = part[i] if isinstance(part[i], LedgerError) else exc
+                        break
+                    for i in indices:
+                        results[i] = part[i]
+                    break
+                else:
+                    for i in indices:
+                        results[i] = RefLocked(f"the shards of {topic} kept moving under the bus writer; retry")
+            finally:
+                exclusion.__exit__(None, None, None)
+        done = [r for r in results if r is not None]
+        assert len(done) == len(requests)
+        return done
+
+    def plan_many(self, requests: Sequence[PublishRequest]) -> PlannedBatch:
+        """Plan a batch without writing it: its objects, ref moves and results.
+
+        For a caller that holds every topic's exclusion for as long as it uses this log
+        (the daemon's bus writer, which keeps the bus flock for its life) and pipelines:
+        the in-memory heads and dedupe index already count the batch, so the next batch
+        can be planned on top of it while this one is written. Batches must be applied
+        (`apply`) in plan order, and the results given out only after; when one fails,
+        every later planned batch must be dropped and `forget_all` called.
+        """
+        results, by_topic, configs, checked, policy_root = self._check(requests)
+        plan = _Plan()
+        for topic, indices in by_topic.items():
+            try:
+                self._plan_topic(topic, configs[topic], requests, indices, checked, results,
+                                 policy_root, plan)
+                self._topics[topic].pending = True
+            except LedgerError as exc:
+                self.forget(topic)
+                for i in indices:
+                    if results[i] is None:
+                        results[i] = exc
+        return PlannedBatch(plan.objects, plan.moves, [r for r in results if r is not None], plan.topics)
+
+    def apply(self, batch: PlannedBatch | _Plan) -> None:
+        """Write a planned batch: its objects (one write), then each ref move under Git's lock.
+
+        Raises:
+            RefConflict: a shard was not at the planned head (nothing of it moved; the
+                topic's index is dropped).
+            LedgerError: the write failed (the batch's topics' indexes are dropped).
+        """
+        try:
+            if batch.objects:
+                self.objects.write_many(batch.objects)
+            if not batch.moves:
+                return
+            held = self._lock(list(batch.moves))
+            try:
+                for ref, (old, _new) in batch.moves.items():
+                    if held[ref].old != old:
+                        raise RefConflict(ref, old, held[ref].old)  # type: ignore[arg-type]
+                for ref, (_old, new) in batch.moves.items():
+                    held[ref].commit(new)
+            finally:
+                for lock in held.values():
+                    lock.release()
+        except BaseException:
+            for topic in batch.topics:
+                self.forget(topic)
+            raise
+
+    def _check(self, requests: Sequence[PublishRequest]) -> tuple[
+            list[PublishResult | LedgerError | None], dict[str, list[int]], dict[str, TopicConfig],
+            dict[int, tuple[str, int]], str]:
+        """Validate and gate every request; what `_plan_topic` needs."""
         results: list[PublishResult | LedgerError | None] = [None] * len(requests)
         checked: dict[int, tuple[str, int]] = {}  # index -> (body hash, ULID milliseconds)
         by_topic: dict[str, list[int]] = {}
@@ -175,13 +293,8 @@ class BusLog:
                 continue
             checked[i] = (digest, ms)
             by_topic.setdefault(topic, []).append(i)
-        if by_topic:
-            policy_root = validate_oid(self._policy_root())
-        for topic, indices in by_topic.items():
-            self._publish_topic(topic, configs[topic], requests, indices, checked, results, policy_root)
-        done = [r for r in results if r is not None]
-        assert len(done) == len(requests)
-        return done
+        policy_root = validate_oid(self._policy_root()) if by_topic else ""
+        return results, by_topic, configs, checked, policy_root
 
     def _lock(self, refs: list[str]) -> dict[str, RefLock]:
         """Lock every ref (in name order, so two writers cannot deadlock), retrying busy ones."""
@@ -219,54 +332,45 @@ class BusLog:
         self._listed[topic] = (config, refs)
         return refs
 
-    def _publish_topic(self, topic: str, config: TopicConfig, requests: Sequence[PublishRequest],
-                       indices: list[int], checked: dict[int, tuple[str, int]],
-                       results: list[PublishResult | LedgerError | None], policy_root: str) -> None:
-        """Publish one topic's part of a batch under the topic's writer lock.
+    def exclusive(self, topic: str) -> AbstractContextManager[object]:
+        """The topic's writer exclusion: the injected one, else the topic's writer ref lock.
 
         The writer lock (`<topic>/-writer.lock`, a ref that is never written) makes the
-        heads of all shards, and so the dedupe index, stable for every bus writer; only
-        the shards this batch writes are then locked (Git's per-ref protocol, so other
-        Git tools are excluded too) and each must still be at the head that was read.
-        A shard moved by someone else meanwhile (a `git update-ref`) fails nothing: the
-        batch is planned again.
+        heads of all shards, and so the dedupe index, stable for every bus writer. The
+        daemon's bus writer process injects a no-op instead: it holds an flock on
+        `gatos/mbus-writer.lock` for its whole life (released by the kernel if it dies),
+        which the CLI's local publishes take too; two file operations less per batch.
         """
+        if self._exclusive is not None:
+            return self._exclusive(topic)
+        return self._writer_lock(topic)
+
+    @contextlib.contextmanager
+    def _writer_lock(self, topic: str) -> Iterator[None]:
+        held = self._lock([writer_lock_ref(topic)])
         try:
-            writer = self._lock([writer_lock_ref(topic)])
-        except LedgerError as exc:
-            for i in indices:
-                results[i] = exc
-            return
-        try:
-            for attempt in range(3):
-                try:
-                    if self._try_publish_topic(topic, config, requests, indices, checked, results,
-                                               policy_root):
-                        return
-                except LedgerError as exc:
-                    for i in indices:
-                        if results[i] is None:
-                            results[i] = exc
-                    return
-                self._topics.pop(topic, None)  # someone else moved a shard: start over
-                del attempt
-            for i in indices:
-                if results[i] is None:
-                    results[i] = RefLocked(f"the shards of {topic} kept moving under the bus writer; retry")
+            yield
         finally:
-            for lock in writer.values():
+            for lock in held.values():
                 lock.release()
 
-    def _try_publish_topic(self, topic: str, config: TopicConfig, requests: Sequence[PublishRequest],
-                           indices: list[int], checked: dict[int, tuple[str, int]],
-                           results: list[PublishResult | LedgerError | None], policy_root: str) -> bool:
+    def _plan_topic(self, topic: str, config: TopicConfig, requests: Sequence[PublishRequest],
+                    indices: list[int], checked: dict[int, tuple[str, int]],
+                    results: list[PublishResult | LedgerError | None], policy_root: str,
+                    plan: _Plan) -> None:
+        """Place, sign and build one topic's part of a batch; the index counts it at once.
+
+        Under the topic's exclusion the in-memory heads are the stored ones, except
+        after a planned batch not yet applied (pipelining, see `plan_many`). A new head
+        read from the refs (someone else wrote) is caught up first.
+        """
         shard_refs = self._shard_refs(topic, config)
-        index = self._index(topic, config, {s: self.refs.get(r) for s, r in shard_refs.items()})
+        index = self._topics.get(topic)
+        if index is None or not index.pending:
+            index = self._index(topic, config, {s: self.refs.get(r) for s, r in shard_refs.items()})
         heads = dict(index.heads)
         objects: list[GitObject] = []
         batch_seen: dict[str, _Seen] = {}
-        planned: dict[int, PublishResult] = {}
-        failed: dict[int, LedgerError] = {}
         # Keyless messages stick to one shard per batch (Kafka's sticky partitioner): one
         # ref update per batch instead of one per shard; the next batch takes the next shard.
         sticky, sticky_count = index.next_rr % config.shards, 0
@@ -276,11 +380,11 @@ class BusLog:
             known = batch_seen.get(req.ulid) or index.seen.get(req.ulid)
             if known is not None:
                 if known.digest != digest:
-                    failed[i] = UlidConflict(
+                    results[i] = UlidConflict(
                         f"ulid {req.ulid} is already on {topic} (shard {known.shard}, position "
                         f"{known.position}) with a different message")
                 else:
-                    planned[i] = PublishResult(topic, known.shard, known.position, req.ulid,
+                    results[i] = PublishResult(topic, known.shard, known.position, req.ulid,
                                                known.commit, True)
                 continue
             if req.key is not None:
@@ -292,9 +396,9 @@ class BusLog:
             try:
                 signed = self._sign(message_event(
                     topic, req.payload, key=req.key, headers=req.headers, ulid=req.ulid,
-                    publisher=req.publisher, policy_root=policy_root, checked=True))
+                    publisher=req.publisher, policy_root=policy_root, checked=True, ms=ms))
             except LedgerError as exc:
-                failed[i] = exc
+                results[i] = exc
                 continue
             head = heads[shard]
             size = len(signed.canonical)
@@ -304,35 +408,20 @@ class BusLog:
                 segment, start, used = segment + 1, head.position + 1, 0
             place = Place(topic, shard, head.position + 1, segment, config.shard_map_version,
                           start, used + size)
-            new, oid = message_commit(signed, place, head.oid, digest)
+            new, oid = message_commit(signed, place, head.oid, digest, ms // 1000)
             objects.extend(new)
             heads[shard] = _Head(oid, place.position, segment, start, used + size)
             batch_seen[req.ulid] = _Seen(shard, place.position, digest, ms, oid)
-            planned[i] = PublishResult(topic, shard, place.position, req.ulid, oid, False)
-        moved = {shard: head for shard, head in heads.items() if head.oid != index.heads[shard].oid}
-        if objects:
-            self.objects.write_many(objects)
-        held = self._lock([shard_refs[shard] for shard in moved])
-        try:
-            if any(held[shard_refs[shard]].old != index.heads[shard].oid for shard in moved):
-                return False
-            for shard, head in moved.items():
-                held[shard_refs[shard]].commit(head.oid)  # type: ignore[arg-type]
-        except BaseException:
-            self._topics.pop(topic, None)  # some shards may have moved: re-read them next time
-            raise
-        finally:
-            for lock in held.values():
-                lock.release()
-        index.heads.update(moved)
+            results[i] = PublishResult(topic, shard, place.position, req.ulid, oid, False)
+        for shard, head in heads.items():
+            if head.oid != index.heads[shard].oid:
+                plan.moves[shard_refs[shard]] = (index.heads[shard].oid, head.oid)  # type: ignore[assignment]
+        plan.objects.extend(objects)
+        plan.topics.append(topic)
+        index.heads = heads
         index.seen.update(batch_seen)
         if sticky_count:
             index.next_rr = sticky + 1
-        for i, res in planned.items():
-            results[i] = res
-        for i, err in failed.items():
-            results[i] = err
-        return True
 
     # -- the ULID index ------------------------------------------------------------------
 
@@ -434,5 +523,10 @@ class BusLog:
         self._topics.pop(topic, None)
         self._listed.pop(topic, None)
 
+    def forget_all(self) -> None:
+        """Drop every cached index (a pipelined batch failed: re-read the refs)."""
+        self._topics.clear()
+        self._listed.clear()
 
-__all__ = ["BusGate", "BusLog", "PublishRequest", "PublishResult", "Signer"]
+
+__all__ = ["BusGate", "BusLog", "Exclusive", "PlannedBatch", "PublishRequest", "PublishResult", "Signer"]

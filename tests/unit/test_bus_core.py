@@ -181,10 +181,12 @@ def test_message_commit_matches_generic_encoders() -> None:
                                                 ("ü/x", {}, "cd" * 20)]):
         for checked in (False, True):
             event = message_event("a/b.c", {"n": n, "s": "ü"}, key=key, headers=headers, ulid=ulid(n),
-                                  publisher=ACTOR, policy_root="0" * 40, checked=checked)
+                                  publisher=ACTOR, policy_root="0" * 40, checked=checked,
+                                  ms=int(T0 * 1000) + 999 if checked else None)
             signed = sign_event(event, KEY)
             place = Place("a/b.c", 3, 17 + n, 2, 1, 15, 999)
-            fast, fast_oid = message_commit(signed, place, parent, "ef" * 32)  # type: ignore[arg-type]
+            seconds = int(T0) if checked else None
+            fast, fast_oid = message_commit(signed, place, parent, "ef" * 32, seconds)  # type: ignore[arg-type]
             slow, slow_oid = message_commit_generic(signed, place, parent, "ef" * 32)  # type: ignore[arg-type]
             assert fast_oid == slow_oid
             assert [(o.kind, o.data, o.oid) for o in fast] == [(o.kind, o.data, o.oid) for o in slow]
