@@ -34,7 +34,7 @@ from echo_fold._checkpoint import (
 from echo_fold._numeric import rng_seed
 from echo_fold._order import Header, extends, max_key, merge
 from echo_fold._sandbox import Sandbox
-from echo_fold._source import NotAncestor, journal_heads, read_event, walk
+from echo_fold._source import EventReader, NotAncestor, decode_event, journal_heads
 from echo_fold._spec import FoldSpec
 from echo_fold.errors import FoldError, ProgramError
 from ledger_core import (
@@ -180,8 +180,16 @@ class Folder:
             if gone:
                 raise NotAncestor(f"journal(s) {sorted(gone)} of the base checkpoint are gone")
         refs = sorted(heads)
-        tails = [walk(self.objects, heads[ref], window0.heads.get(ref) if window0 else None, j)
-                 for j, ref in enumerate(refs)]
+        with EventReader.open(self.objects) as reader:
+            tails = [reader.walk(heads[ref], window0.heads.get(ref) if window0 else None, j)
+                     for j, ref in enumerate(refs)]
+            return self._order_and_run(spec, heads, refs, tails, base, window0, progress, until,
+                                       require_extends, reader)
+
+    def _order_and_run(self, spec: FoldSpec, heads: dict[str, ObjectId], refs: list[str],
+                       tails: list[list[Header]], base: Checkpoint | None, window0: Window | None,
+                       progress: Progress | None, until: ObjectId | None, require_extends: bool,
+                       reader: EventReader) -> Computed:
         if window0 is not None and require_extends and not extends(window0.max_key, tails):
             raise NotAncestor("new events sort before events already folded")
         order = merge(tails)
@@ -194,10 +202,11 @@ class Folder:
             heads = {ref: included[j] for j, ref in enumerate(refs) if j in included}
             if window0 is not None:
                 heads = {**window0.heads, **heads}
-        return self._run(spec, heads, order, base, window0, progress)
+        return self._run(spec, heads, order, base, window0, progress, reader)
 
     def _run(self, spec: FoldSpec, heads: dict[str, ObjectId], order: list[Header],
-             base: Checkpoint | None, window0: Window | None, progress: Progress | None) -> Computed:
+             base: Checkpoint | None, window0: Window | None, progress: Progress | None,
+             reader: EventReader) -> Computed:
         fold_root = spec.fold_root_bytes
         inputs_root = bytes.fromhex(window0.inputs_root[7:]) if window0 else bytes(32)
         seq = window0.events if window0 else 0
@@ -213,49 +222,51 @@ class Folder:
         if base is not None:
             sandbox.restore(self.stored_state(base, spec.ns, spec.channels))
         policy_root = base.first("Policy-Root") or ZERO_OID if base else ZERO_OID
-        batch: list[dict[str, Any]] = []
-        intern = sys.intern
+        # One batch: its headers, and the flat fields `Sandbox.run_flat` takes.
+        headers: list[Header] = []
+        flat: list[Any] = []
         done = 0
 
         def flush() -> None:
-            nonlocal batch, batch_base
+            nonlocal batch_base
+            count = len(headers)
             try:
-                sandbox.run(batch, batch_base)
+                sandbox.run_flat(flat, count, batch_base)
             except ProgramError as exc:
                 at = sandbox.failed_at() - batch_base - 1
-                if 0 <= at < len(batch):
-                    ev = batch[at]
-                    exc.reason = f"{exc.reason} at event {ev['seq']} (ulid {ev['ulid']}, cid {ev['cid']})"
+                if 0 <= at < count:
+                    h = headers[at]
+                    exc.reason = f"{exc.reason} at event {batch_base + at + 1} (ulid {h.ulid}, cid {h.cid})"
                     exc.args = (exc.reason,)
                 raise
-            batch_base += len(batch)
-            batch = []
+            batch_base += count
+            headers.clear()
+            flat.clear()
             seeds.clear()
             if progress is not None:
                 progress(done, len(order))
 
+        accepts = spec.accepts
+        read_blob = reader.blob
+        digest = blake3.blake3
+        intern = sys.intern
         for header in order:
             done += 1
-            if not spec.accepts(header.type):
+            if not accepts(header.type):
                 continue
-            envelope = read_event(self.objects, header)
-            seq += 1
-            inputs_root = blake3.blake3(inputs_root + header.cid.encode("ascii")).digest()
+            envelope = decode_event(header, read_blob(header))
+            inputs_root = digest(inputs_root + header.cid.encode("ascii")).digest()
             policy_root = envelope.get("policy_root", ZERO_OID)
             seeds.append((inputs_root, policy_root))
-            ev = {"type": intern(header.type), "ulid": header.ulid, "cid": header.cid,
-                  "actor": intern(envelope.get("actor", "")), "seq": seq,
-                  "commit": header.commit, "policy_root": policy_root,
-                  "payload": envelope.get("payload")}
-            if "ts" in envelope:
-                ev["ts"] = envelope["ts"]
-            if "caps" in envelope:
-                ev["caps"] = envelope["caps"]
-            batch.append(ev)
-            if len(batch) >= BATCH:
+            headers.append(header)
+            flat += (intern(header.type), header.ulid, header.cid, intern(envelope.get("actor", "")),
+                     header.commit, policy_root, envelope.get("payload"), envelope.get("ts"),
+                     envelope.get("caps"))
+            if len(headers) >= BATCH:
                 flush()
-        if batch:
+        if headers:
             flush()
+        seq = batch_base
         state = sandbox.encode()
         time = order[-1].time if order else (window0.time if window0 else 0)
         window = Window(dict(sorted(heads.items())), base.commit if base else None, seq,

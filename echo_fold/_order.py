@@ -21,14 +21,17 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ledger_core import ObjectId
 
 
-@dataclass(frozen=True, slots=True)
-class Header:
-    """What the order needs of one journal commit, read from the commit alone."""
+class Header(NamedTuple):
+    """What the order needs of one journal commit, read from the commit alone.
+
+    A named tuple rather than a dataclass: a full fold makes one per event, and a
+    tuple is built in a fifth of the time.
+    """
 
     commit: ObjectId
     tree: ObjectId

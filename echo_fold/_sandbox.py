@@ -120,6 +120,14 @@ class Sandbox:
         batch = self._lua.table_from(events, recursive=True)
         self._guard(lambda: self._runner.run(batch, len(events), base), "event")
 
+    def run_flat(self, flat: list[Any], count: int, base: int) -> None:
+        """As `run`, with the events given as flat `(type, ulid, cid, actor, commit,
+        policy_root, payload, ts, caps)` nonets (`None` where absent)."""
+        if not count:
+            return
+        table = self._lua.table_from(flat, recursive=True)
+        self._guard(lambda: self._runner.run_flat(table, count, base), "event")
+
     def failed_at(self) -> int:
         """The global index of the event being folded when the runtime failed (0 = init)."""
         try:

@@ -11,11 +11,14 @@ the commit's `Event-CID`.
 from __future__ import annotations
 
 import re
+from binascii import unhexlify
 from typing import Any
 
+import blake3
 import cbor2
 
 from echo_fold._order import Header
+from echo_fold._packs import PackReader, open_reader
 from echo_fold.errors import FoldError
 from ledger_core import EVENT_FILE, ObjectId, ObjectStore, event_cid
 from ledger_core.errors import CorruptObject, NotFound
@@ -97,14 +100,63 @@ def walk(objects: ObjectStore, head: ObjectId | None, stop: ObjectId | None, jou
     return out
 
 
-def _event_blob(objects: ObjectStore, header: Header) -> bytes:
-    tree = objects.read(header.tree).data
-    marker = b" " + EVENT_FILE.encode() + b"\0"
-    at = tree.find(marker)
+_MARKER = b" " + EVENT_FILE.encode() + b"\0"
+
+
+def _blob_id(header: Header, tree: bytes) -> bytes:
+    at = tree.find(_MARKER)
     if at < 0:
         raise CorruptObject(f"journal commit {header.commit} has no {EVENT_FILE}")
-    start = at + len(marker)
-    return objects.read(ObjectId(tree[start:start + 20].hex())).data
+    start = at + len(_MARKER)
+    return tree[start:start + 20]
+
+
+def _event_blob(objects: ObjectStore, header: Header) -> bytes:
+    return objects.read(ObjectId(_blob_id(header, objects.read(header.tree).data).hex())).data
+
+
+# Event-CID check without building the CID text: the 58 letters after "b" are the
+# base32 digits of (CID bytes << 2), so mapping RFC 4648 letters onto the digits
+# `int(_, 32)` reads compares the number instead. Anything outside the alphabet maps
+# to "!" (which `int` refuses), so only the exact text `event_cid` writes can match.
+_CID_PREFIX = bytes([0x01, 0x71, 0x1E, 0x20])
+_B32_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
+_B32_DIGITS = "0123456789abcdefghijklmnopqrstuv"
+_B32_TO_INT = str.maketrans({chr(c): "!" for c in range(128)}
+                            | dict(zip(_B32_ALPHABET, _B32_DIGITS, strict=True)))
+
+
+def cid_matches(blob: bytes, cid: str) -> bool:
+    """`event_cid(blob) == cid`, about three times faster."""
+    if len(cid) != 59 or cid[0] != "b" or not cid.isascii():
+        return False
+    try:
+        n = int(cid[1:].translate(_B32_TO_INT), 32)
+    except ValueError:
+        return False
+    return n == int.from_bytes(_CID_PREFIX + blake3.blake3(blob).digest(), "big") << 2
+
+
+def check_blob(header: Header, blob: bytes) -> bytes:
+    if not cid_matches(blob, header.cid):
+        raise CorruptObject(f"event of commit {header.commit} does not hash to its Event-CID")
+    return blob
+
+
+def decode_event(header: Header, blob: bytes) -> dict[str, Any]:
+    """The envelope in `blob` (already checked against the Event-CID) as a dict.
+
+    Raises:
+        CorruptObject: not CBOR, or the envelope's type/ULID disagree with the trailers.
+    """
+    try:
+        envelope = cbor2.loads(blob)
+    except (cbor2.CBORDecodeError, ValueError) as exc:
+        raise CorruptObject(f"event of commit {header.commit} is not CBOR: {exc}") from None
+    if (not isinstance(envelope, dict) or envelope.get("ulid") != header.ulid
+            or envelope.get("type") != header.type):
+        raise CorruptObject(f"event of commit {header.commit} disagrees with its trailers")
+    return envelope
 
 
 def read_event(objects: ObjectStore, header: Header) -> dict[str, Any]:
@@ -117,14 +169,81 @@ def read_event(objects: ObjectStore, header: Header) -> dict[str, Any]:
     blob = _event_blob(objects, header)
     if event_cid(blob) != header.cid:
         raise CorruptObject(f"event of commit {header.commit} does not hash to its Event-CID")
-    try:
-        envelope = cbor2.loads(blob)
-    except (cbor2.CBORDecodeError, ValueError) as exc:
-        raise CorruptObject(f"event of commit {header.commit} is not CBOR: {exc}") from None
-    if (not isinstance(envelope, dict) or envelope.get("ulid") != header.ulid
-            or envelope.get("type") != header.type):
-        raise CorruptObject(f"event of commit {header.commit} disagrees with its trailers")
-    return envelope
+    return decode_event(header, blob)
+
+
+class EventReader:
+    """Journal commits and event bytes for one fold, from pack files when possible.
+
+    With a `PackReader` (a Git-backed store), objects are read from the mapped packs
+    and anything the packs cannot answer goes through the port; without one, every
+    read goes through the port. Either way the headers and bytes are the same, and
+    every blob returned has been checked against its commit's Event-CID.
+    """
+
+    PACKS_AFTER = 4096
+    """Commits read through the port before the packs are used: mapping the packs and
+    indexing them costs about 0.2 µs per object in the repository, which only a fold
+    over many events pays back (an incremental fold of a few events never does)."""
+
+    def __init__(self, objects: ObjectStore, packs: PackReader | None = None) -> None:
+        self.objects = objects
+        self.packs = packs
+        self.walked = 0
+
+    @classmethod
+    def open(cls, objects: ObjectStore) -> EventReader:
+        return cls(objects, open_reader(objects))
+
+    def close(self) -> None:
+        if self.packs is not None:
+            self.packs.close()
+
+    def __enter__(self) -> EventReader:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def walk(self, head: ObjectId | None, stop: ObjectId | None, journal: int) -> list[Header]:
+        """As `walk`, reading commits from the packs first."""
+        packs = self.packs
+        if packs is None:
+            return walk(self.objects, head, stop, journal)
+        out: list[Header] = []
+        append = out.append
+        objects = self.objects
+        commit = packs.commit
+        oid = head
+        budget = self.PACKS_AFTER - self.walked
+        while oid is not None and oid != stop and len(out) < budget:
+            header, oid = parse_header(oid, _commit_data(objects, oid), journal)
+            append(header)
+        while oid is not None and oid != stop:
+            data = commit(unhexlify(oid))
+            if data is None:
+                data = _commit_data(objects, oid)
+            header, oid = parse_header(oid, data, journal)
+            append(header)
+        self.walked += len(out)
+        if stop is not None and oid != stop:
+            raise NotAncestor(f"commit {stop} is not an ancestor of {head}")
+        out.reverse()
+        return out
+
+    def blob(self, header: Header) -> bytes:
+        """The event bytes of a journal commit, checked against its Event-CID."""
+        packs = self.packs
+        if packs is None or self.walked < self.PACKS_AFTER:
+            return check_blob(header, _event_blob(self.objects, header))
+        tree = packs.tree(unhexlify(header.tree))
+        if tree is None:
+            tree = self.objects.read(header.tree).data
+        key = _blob_id(header, tree)
+        blob = packs.blob(key)
+        if blob is None:
+            blob = self.objects.read(ObjectId(key.hex())).data
+        return check_blob(header, blob)
 
 
 def journal_heads(objects: ObjectStore, heads: dict[str, ObjectId]) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 from echo_fold._checkpoint import Checkpoint, Window, state_ref, state_root
 from echo_fold._engine import BASE_SEARCH, Folder
 from echo_fold._order import Header, merge
-from echo_fold._source import walk
+from echo_fold._source import EventReader
 from echo_fold._spec import FoldSpec
 from echo_fold.errors import FoldError
 from ledger_core import ObjectId, parse_json
@@ -75,7 +75,13 @@ def state_at(folder: Folder, spec: FoldSpec, event: str) -> TravelResult:
     """
     heads = folder.journals(spec.ns)
     refs = sorted(heads)
-    chains = [walk(folder.objects, heads[ref], None, j) for j, ref in enumerate(refs)]
+    with EventReader.open(folder.objects) as reader:
+        return _state_at(folder, spec, event, heads, refs, reader)
+
+
+def _state_at(folder: Folder, spec: FoldSpec, event: str, heads: dict[str, ObjectId], refs: list[str],
+              reader: EventReader) -> TravelResult:
+    chains = [reader.walk(heads[ref], None, j) for j, ref in enumerate(refs)]
     order = merge(chains)
     target = _target(order, event)
     index = [{h.commit: i for i, h in enumerate(chain)} for chain in chains]
@@ -101,7 +107,7 @@ def state_at(folder: Folder, spec: FoldSpec, event: str) -> TravelResult:
     segment = order[start:target + 1]
     upto = {h.journal: h.commit for h in order[:target + 1]}
     at_heads = {ref: upto[j] for j, ref in enumerate(refs) if j in upto}
-    computed = folder._run(spec, at_heads, segment, base, window0, None)
+    computed = folder._run(spec, at_heads, segment, base, window0, None, reader)
     hit = order[target]
     return TravelResult(spec.ns, {"cid": hit.cid, "ulid": hit.ulid, "commit": hit.commit,
                                   "type": hit.type, "position": target + 1},
