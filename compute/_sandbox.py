@@ -38,6 +38,7 @@ from typing import Any
 
 import blake3
 
+from compute import _mountns
 from compute._runner import Limits, RunOutcome, RunSpec
 
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -75,6 +76,20 @@ exit $?
 """
 
 
+# The fast path's namespace init (mounts are already made, see _mountns): stay PID 1 of
+# the new PID namespace, drop to the job's user, pass a death by signal N on as 128+N.
+_INIT = r"""
+set +e
+RUN_UID=$1; RUN_GID=$2; shift 2
+unset OLDPWD
+if [ "$RUN_UID" = "-" ]; then "$@"; exit $?; fi
+setpriv --reuid="$RUN_UID" --regid="$RUN_GID" --clear-groups --no-new-privs \
+  --inh-caps=-all --bounding-set=-all -- "$@"
+exit $?
+"""
+_PID_PREFIX = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"]
+
+
 def _is_root() -> bool:
     return os.geteuid() == 0
 
@@ -87,26 +102,44 @@ def _namespace_prefix() -> list[str]:
     return prefix
 
 
+def _ns_command(mode: str, workspace: str, cwd: str, run_uid: str, argv: list[str]) -> list[str]:
+    """The command line that runs `argv` in new namespaces (`fast`: mounts made by preexec)."""
+    if mode == "fast":
+        return [*_PID_PREFIX, "--", "sh", "-c", _INIT, "sh", run_uid, str(NOBODY[1]), *argv]
+    return [*_namespace_prefix(), "--", "sh", "-c", _INNER, "sh", workspace, run_uid, str(NOBODY[1]), cwd,
+            *argv]
+
+
+def _try_mode(mode: str, can_drop: bool) -> bool:
+    with tempfile.TemporaryDirectory(prefix="gatos-probe-") as ws:
+        if can_drop:
+            os.chown(ws, *NOBODY)
+        run_uid = str(NOBODY[0]) if can_drop else "-"
+        argv = _ns_command(mode, ws, ".", run_uid, ["sh", "-c", "echo ok > probe && ! echo x > /probe-ro"])
+        preexec = (lambda: _mountns.enter(ws, ".")) if mode == "fast" else None
+        try:
+            done = subprocess.run(argv, env={"PATH": SAFE_PATH}, capture_output=True, timeout=10, check=False,
+                                  preexec_fn=preexec, cwd=None if mode == "fast" else ws)
+        except (OSError, subprocess.SubprocessError):
+            return False
+        return done.returncode == 0 and os.path.exists(os.path.join(ws, "probe"))
+
+
 @functools.lru_cache(maxsize=1)
-def _probe() -> dict[str, bool]:
-    """Try the sandbox for real once: a feature counts only if it worked here."""
-    found = {"namespaces": False, "setpriv": False}
+def _probe() -> dict[str, Any]:
+    """Try the sandbox for real once: a feature counts only if it worked here.
+
+    `mode` is `fast` (namespaces and mounts by system calls, root only), `shell` (the
+    `_INNER` script; also unprivileged through a user namespace) or None.
+    """
     can_drop = _is_root() and shutil.which("setpriv") is not None
+    mode = None
     if shutil.which("unshare") and shutil.which("sh"):
-        with tempfile.TemporaryDirectory(prefix="gatos-probe-") as ws:
-            if can_drop:
-                os.chown(ws, *NOBODY)
-            run_uid = str(NOBODY[0]) if can_drop else "-"
-            argv = [*_namespace_prefix(), "--", "sh", "-c", _INNER, "sh", ws, run_uid,
-                    str(NOBODY[1]), ".", "sh", "-c", "echo ok > probe && ! echo x > /probe-ro"]
-            try:
-                done = subprocess.run(argv, env={"PATH": SAFE_PATH}, capture_output=True, timeout=10,
-                                      check=False)
-                found["namespaces"] = done.returncode == 0 and os.path.exists(os.path.join(ws, "probe"))
-            except (OSError, subprocess.TimeoutExpired):
-                pass
-    found["setpriv"] = can_drop
-    return found
+        if _mountns.available() and _try_mode("fast", can_drop):
+            mode = "fast"
+        elif _try_mode("shell", can_drop):
+            mode = "shell"
+    return {"namespaces": mode is not None, "setpriv": can_drop, "mode": mode}
 
 
 def health() -> dict[str, Any]:
@@ -133,12 +166,19 @@ def health() -> dict[str, Any]:
     }
 
 
+def sandbox_mode() -> str | None:
+    """How namespaces are made here: `fast`, `shell`, or None (not available)."""
+    return _probe()["mode"]
+
+
 _PR_SET_PDEATHSIG = 1
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
 
-def _set_limits(limits: Limits) -> Callable[[], None]:
+def _set_limits(limits: Limits, enter: Callable[[], None] | None = None) -> Callable[[], None]:
     def apply() -> None:
+        if enter is not None:
+            enter()  # namespaces and mounts first: rlimits (file size, …) would get in their way
         if _LIBC is not None:
             # If the worker dies (kill -9), its job dies with it instead of running on
             # unsupervised; with a PID namespace the whole tree goes (see _INNER).
@@ -155,14 +195,27 @@ def _set_limits(limits: Limits) -> Callable[[], None]:
 
 def program_hash(executable: str | None) -> str:
     """`blake3:` of the executable's bytes (what ran), or of its name when it cannot be read."""
-    data = executable.encode() if executable else b""
-    if executable and os.path.isfile(executable):
+    if executable:
         try:
-            with open(executable, "rb") as handle:
-                data = handle.read()
+            st = os.stat(executable)
         except OSError:
             pass
-    return "blake3:" + blake3.blake3(data).hexdigest()
+        else:
+            return _file_hash(executable, st.st_size, st.st_mtime_ns, st.st_ino)
+    return "blake3:" + blake3.blake3(executable.encode() if executable else b"").hexdigest()
+
+
+@functools.lru_cache(maxsize=256)
+def _file_hash(path: str, _size: int, _mtime_ns: int, _ino: int) -> str:
+    """Hash of a file, cached by its stat identity (an interpreter is megabytes, read once)."""
+    digest = blake3.blake3()
+    try:
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError:
+        return "blake3:" + blake3.blake3(path.encode()).hexdigest()
+    return "blake3:" + digest.hexdigest()
 
 
 def _inside(workspace: str, cwd: str) -> str:
@@ -178,22 +231,28 @@ class SubprocessRunner:
 
     name = "subprocess"
 
-    def __init__(self, *, use_namespaces: bool | None = None, drop_privileges: bool | None = None) -> None:
+    def __init__(self, *, use_namespaces: bool | None = None, drop_privileges: bool | None = None,
+                 mode: str | None = None) -> None:
+        """`mode` forces `fast` or `shell` (tests run both); by default the probed one is used."""
         probe = _probe()
-        self.namespaces = probe["namespaces"] if use_namespaces is None else use_namespaces
+        self.mode: str | None = (mode or probe["mode"]) if use_namespaces in (None, True) else None
         self.drop = probe["setpriv"] if drop_privileges is None else drop_privileges
 
-    def _argv(self, spec: RunSpec, cwd: str) -> tuple[list[str], str | None]:
+    def _argv(self, spec: RunSpec, cwd: str) -> tuple[list[str], str | None, Callable[[], None] | None]:
+        """(command line, cwd for Popen, extra step in the child before exec)."""
         uid, gid = NOBODY
-        if self.namespaces:
+        if self.mode is not None:
             run_uid = str(uid) if self.drop else "-"
-            return ([*_namespace_prefix(), "--", "sh", "-c", _INNER, "sh", spec.workspace, run_uid,
-                     str(gid), cwd, *spec.argv], None)
+            argv = _ns_command(self.mode, spec.workspace, cwd, run_uid, list(spec.argv))
+            if self.mode == "fast":
+                workspace = spec.workspace
+                return argv, None, lambda: _mountns.enter(workspace, cwd)
+            return argv, None, None
         run_dir = os.path.join(spec.workspace, cwd)
         if self.drop:
             return (["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--no-new-privs",
-                     "--inh-caps=-all", "--", *spec.argv], run_dir)
-        return list(spec.argv), run_dir
+                     "--inh-caps=-all", "--", *spec.argv], run_dir, None)
+        return list(spec.argv), run_dir, None
 
     def _env(self, spec: RunSpec) -> dict[str, str]:
         env = {"PATH": SAFE_PATH, "HOME": spec.workspace, "TMPDIR": "/tmp", "LANG": "C.UTF-8"}
@@ -217,11 +276,11 @@ class SubprocessRunner:
             return outcome
         if self.drop:
             _chown_tree(spec.workspace)
-        argv, run_dir = self._argv(spec, cwd)
+        argv, run_dir, enter = self._argv(spec, cwd)
         try:
             proc = subprocess.Popen(argv, env=env, cwd=run_dir, stdin=subprocess.DEVNULL,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    start_new_session=True, preexec_fn=_set_limits(spec.limits))
+                                    start_new_session=True, preexec_fn=_set_limits(spec.limits, enter))
         except OSError as exc:
             outcome.detail = f"cannot start {spec.argv[0]!r}: {exc}"
             return outcome

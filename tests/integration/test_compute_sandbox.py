@@ -19,6 +19,7 @@ from compute import Limits, RunSpec, SubprocessRunner, subprocess_health
 
 pytestmark = pytest.mark.integration
 HEALTH = subprocess_health()
+MODE: str | None = None  # the probed way; the shell way is run too (test_shell_mode_contains_the_same)
 PY = sys.executable if os.access(sys.executable, os.X_OK) else "python3"
 
 
@@ -29,10 +30,10 @@ def needs(feature: str) -> pytest.MarkDecorator:
 def run(tmp_path: Path, script: str, *, timeout: float = 10, env: dict[str, str] | None = None,
         limits: Limits | None = None, argv: list[str] | None = None):  # type: ignore[no-untyped-def]
     workspace = tmp_path / "ws"
-    workspace.mkdir(exist_ok=True)
+    workspace.mkdir(parents=True, exist_ok=True)
     spec = RunSpec(argv or ["sh", "-c", script], env or {}, str(workspace), timeout,
                    limits=limits or Limits())
-    return SubprocessRunner().run(spec), workspace
+    return SubprocessRunner(mode=MODE).run(spec), workspace
 
 
 def nobody_processes() -> int:
@@ -157,3 +158,14 @@ def test_health_reports_every_protection() -> None:
     assert set(HEALTH) >= {"process_group", "rlimit_cpu", "rlimit_processes", "network_cut", "pid_namespace",
                            "readonly_outside_workspace", "env_allowlist", "output_cap"}
     assert all(isinstance(v, bool) for v in HEALTH.values())
+
+
+@pytest.mark.skipif(not HEALTH["readonly_outside_workspace"], reason="no namespaces on this host")
+def test_shell_mode_contains_the_same(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fallback (mounts by the shell script) contains writes, /proc, network and signals alike."""
+    monkeypatch.setattr(sys.modules[__name__], "MODE", "shell")
+    test_cannot_write_outside_the_workspace(tmp_path)
+    test_cannot_read_the_daemons_environment_through_proc(tmp_path / "b", monkeypatch)
+    test_network_is_cut_off(tmp_path / "c")
+    test_cpu_limit(tmp_path / "d")
+    test_plain_run_exit_code_and_output(tmp_path / "e")
