@@ -12,6 +12,7 @@ result appear, stops, and writes nothing.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import tempfile
 import threading
@@ -133,7 +134,10 @@ class Worker:
     def poll(self, ns: str | None = None) -> str | None:
         """Claim and run at most one job; its id, or None when nothing was claimable."""
         runtimes = set(self.runners)
-        for job_id in self.store.claimable(ns):
+        candidates = self.store.claimable(ns)
+        # Start at a random place so concurrent workers do not all race for the same job first.
+        start = random.randrange(len(candidates)) if candidates else 0
+        for job_id in candidates[start:] + candidates[:start]:
             job = self.store.get(job_id)
             if job.manifest.runtime not in runtimes or not self._allowed("jobs.claim", job.ns):
                 continue
