@@ -21,13 +21,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from compute._gittree import commit_files, make_commit
 from compute._manifest import Manifest, parse_job_id
 from compute.errors import ClaimLost, JobError, JobFinished, JobNotFound
 from ledger_core import ObjectId, ObjectStore, RefStore, canonical_json, parse_json, validate_namespace
+from ledger_core._trees import commit_files, make_commit
 from ledger_core.errors import RefConflict, RefLocked
 
 JOBS_PREFIX = "refs/gatos/jobs/"
+IDENT = "gatos-jobs"
 PENDING_TOPIC = "gatos.jobs.pending"
 
 
@@ -92,7 +93,7 @@ class JobStore:
             return self.get(manifest.job_id), False
         files = {"job.json": manifest.canonical, "job.yaml": manifest.to_yaml().encode("utf-8")}
         trailers = [("Job-Id", manifest.job_id), ("Job-Ns", ns), ("Enqueued-By", actor)]
-        objects, oid = make_commit(files, f"job {hexpart}", trailers, None, self.clock_ms() // 1000)
+        objects, oid = make_commit(files, f"job {hexpart}", trailers, None, self.clock_ms() // 1000, IDENT)
         self.objects.write_many(objects)
         try:
             self.refs.compare_and_swap(job_ref(hexpart, "job"), None, oid)
@@ -152,7 +153,8 @@ class JobStore:
                                "lease_until_ms": until, "claimed_at_ms": now})
         trailers = [("Job-Id", job_id), ("Worker-Id", worker), ("Actor", actor),
                     ("Attempt", str(attempt)), ("Lease-Until", str(until))]
-        objects, oid = make_commit({"claim.json": body}, f"claim {job_id[7:]}", trailers, parent, now // 1000)
+        objects, oid = make_commit({"claim.json": body}, f"claim {job_id[7:]}", trailers, parent, now // 1000,
+                                     IDENT)
         return objects, oid, until
 
     def claim(self, job_id: str, worker: str, actor: str, lease_ms: int) -> Claim | None:
@@ -211,7 +213,7 @@ class JobStore:
         if claim is not None and self.refs.get(job_ref(hexpart, "claim")) != claim.commit:
             raise ClaimLost(f"the claim on {job_id} was taken over: result not written")
         parent = claim.commit if claim is not None else None
-        objects, oid = make_commit(files, subject, trailers, parent, self.clock_ms() // 1000)
+        objects, oid = make_commit(files, subject, trailers, parent, self.clock_ms() // 1000, IDENT)
         self.objects.write_many(objects)
         try:
             self.refs.compare_and_swap(job_ref(hexpart, "result"), None, oid)

@@ -1,13 +1,26 @@
-"""Small helpers to build and read the trees and commits of the job plane."""
+"""Trees and commits of plain files: build them as objects, read them back (pure).
+
+The job plane (job, claim and result commits), the cache (index trees) and other
+planes store documents as small trees of files; this is the one place that turns a
+`{path: bytes}` mapping into Git objects and back.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ledger_core import GitObject, ObjectId, ObjectStore, TreeEntry, encode_commit, encode_tree
-from ledger_core._gitobj import MODE_BLOB, MODE_TREE, format_trailers, signature_line
-
-IDENT = "gatos-jobs"
+from ledger_core._gitobj import (
+    MODE_BLOB,
+    MODE_TREE,
+    GitObject,
+    ObjectId,
+    TreeEntry,
+    encode_commit,
+    encode_tree,
+    format_trailers,
+    signature_line,
+)
+from ledger_core._ports import ObjectStore
 
 
 def build_tree(files: dict[str, bytes], out: list[GitObject]) -> ObjectId:
@@ -45,11 +58,11 @@ def read_files(objects: ObjectStore, tree: ObjectId, prefix: str = "") -> dict[s
 
 
 def make_commit(files: dict[str, bytes], subject: str, trailers: list[tuple[str, str]],
-                parent: ObjectId | None, seconds: int) -> tuple[list[GitObject], ObjectId]:
+                parent: ObjectId | None, seconds: int, ident_name: str) -> tuple[list[GitObject], ObjectId]:
     """Objects of one commit holding `files`; the last object is the commit."""
     objects: list[GitObject] = []
     tree = build_tree(files, objects)
-    ident = signature_line(IDENT, IDENT, seconds)
+    ident = signature_line(ident_name, ident_name, seconds)
     message = f"{subject}\n\n{format_trailers(trailers)}"
     commit = GitObject("commit", encode_commit(tree, (parent,) if parent else (), ident, ident, message))
     objects.append(commit)
@@ -60,3 +73,6 @@ def commit_files(objects: ObjectStore, oid: ObjectId) -> tuple[dict[str, str], d
     """(trailers, files, commit) of a commit."""
     commit = objects.read_commit(oid)
     return commit.trailers, read_files(objects, commit.tree), commit
+
+
+__all__ = ["build_tree", "commit_files", "make_commit", "read_files"]
