@@ -1,0 +1,87 @@
+"""What the index needs of one journal commit, read from the commit's own bytes.
+
+The trailers carry the event's type, actor, ULID and Event-CID, and the author time is
+the event's `ts` in seconds (SPEC §5), so headers-only indexes never open the event blob.
+Payload fields (named in a spec) need the event itself (`event.cbor` in the tree).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterator, Sequence
+from typing import NamedTuple
+
+from ledger_core import EVENT_FILE, ObjectId, ObjectStore, decode, parse_commit
+from ledger_core.errors import CorruptObject
+
+ReadCommit = Callable[[ObjectId], bytes]
+
+
+class Header(NamedTuple):
+    commit: ObjectId
+    tree: ObjectId
+    parent: ObjectId | None
+    ulid: str
+    cid: str
+    type: str
+    actor: str
+    seconds: int
+
+    @property
+    def key(self) -> str:
+        """The namespace order key (the fold's): ULID, then Event-CID."""
+        return self.ulid + self.cid
+
+
+def parse_header(oid: ObjectId, data: bytes) -> Header:
+    """The header of one journal commit.
+
+    Raises:
+        CorruptObject: not a journal commit (a trailer missing, more than one parent).
+    """
+    commit = parse_commit(data)
+    if len(commit.parents) > 1:
+        raise CorruptObject(f"journal commit {oid} is a merge")
+    trailers = commit.trailers
+    try:
+        seconds = int(commit.author.rsplit(" ", 2)[-2])
+        return Header(oid, commit.tree, commit.parents[0] if commit.parents else None, trailers["Ulid"],
+                      trailers["Event-CID"], trailers["Event-Type"], trailers["Actor"], seconds)
+    except (KeyError, ValueError, IndexError) as exc:
+        raise CorruptObject(f"journal commit {oid} lacks {exc}") from None
+
+
+def walk_back(read: ReadCommit, head: ObjectId | None, stop: ObjectId | None) -> list[Header]:
+    """Headers from `head` back to (not including) `stop`, oldest first."""
+    out: list[Header] = []
+    oid = head
+    while oid is not None and oid != stop:
+        header = parse_header(oid, read(oid))
+        out.append(header)
+        oid = header.parent
+    out.reverse()
+    return out
+
+
+def merge(journals: Sequence[Sequence[Header]]) -> Iterator[Header]:
+    """The namespace's total order: a k-way merge taking the journal whose next event has the
+    smallest key (each journal keeps its own order) — the same order the fold uses."""
+    return heapq.merge(*journals, key=lambda h: h.ulid + h.cid)
+
+
+def port_reader(objects: ObjectStore) -> ReadCommit:
+    """Commit bytes through the `ObjectStore` port (the general, slower path)."""
+    def read(oid: ObjectId) -> bytes:
+        return objects.read(oid).data
+    return read
+
+
+def read_payload(objects: ObjectStore, header: Header) -> object:
+    """The payload of one event (for payload-field indexes)."""
+    for entry in objects.read_tree(header.tree):
+        if entry.name == EVENT_FILE:
+            return decode(objects.read_blob(entry.oid)).get("payload")
+    raise CorruptObject(f"journal commit {header.commit} has no {EVENT_FILE}")
+
+
+__all__ = ["Header", "ReadCommit", "merge", "parse_header", "port_reader", "read_payload", "walk_back"]

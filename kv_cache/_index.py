@@ -1,0 +1,168 @@
+"""The index itself (pure): roaring bitmaps from event attributes to positions, and its tree.
+
+A position is an event's place in the namespace's total order (0, 1, …). For every
+actor, type, time bucket and indexed payload value there is one bitmap of positions;
+two arrays map positions back to commits and to seconds (for exact time bounds).
+
+Stored as a tree of files, every byte a function of the events alone (bitmaps
+run-optimized and serialized in the portable Roaring format, keys sorted), so
+deleting the cache ref and rebuilding gives the identical tree:
+
+    meta.json                   spec, count, covered journal heads, last key
+    commits/<block>             20 bytes per position (binary commit ids), 65,536 positions a block
+    seconds/<block>             8 bytes per position (little-endian int64), same blocks
+    actor/<quoted actor>        bitmap
+    type/<quoted type>          bitmap
+    bucket/<bucket start s>     bitmap
+    field/<field>/<value key>   bitmap (scalars; each scalar of a list)
+"""
+
+from __future__ import annotations
+
+import array
+import sys
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import quote
+
+from pyroaring import BitMap
+
+from kv_cache._headers import Header
+from kv_cache._spec import IndexSpec
+from kv_cache.errors import CorruptIndex
+from ledger_core import blake3_hex, canonical_json, parse_json
+
+VERSION = 1
+META = "meta.json"
+BLOCK = 1 << 16  # positions per block: a query reads only the blocks of the events it returns
+_MISSING = object()
+
+
+def name_key(text: str) -> str:
+    """A tree-entry name for an actor or type (percent-quoted, never containing `/`)."""
+    return quote(text, safe="") or "%00"
+
+
+def value_key(value: Any) -> str | None:
+    """The tree-entry name of an indexed payload value (None: not indexable)."""
+    if value is None or isinstance(value, (bool, int, str)):
+        text = canonical_json(value).decode("utf-8")
+        quoted = quote(text, safe="")
+        return quoted if len(quoted) <= 96 else "h-" + blake3_hex(text.encode("utf-8"))
+    return None
+
+
+def field_values(payload: Any, path: str) -> list[Any]:
+    """The scalars at a dotted path of a payload (each element when it is a list)."""
+    value: Any = payload
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return []
+        value = value[part]
+    return list(value) if isinstance(value, list) else [value]
+
+
+class Index:
+    """An index in memory: build it, extend it, query it, turn it into files."""
+
+    def __init__(self, spec: IndexSpec) -> None:
+        self.spec = spec
+        self.commits = bytearray()
+        self.seconds = array.array("q")
+        self.bitmaps: dict[str, BitMap] = {}
+        self.heads: dict[str, str] = {}
+        self.max_key = ""
+        self._pending: dict[str, list[int]] = defaultdict(list)
+
+    @property
+    def count(self) -> int:
+        return len(self.seconds)
+
+    def add(self, headers: Iterable[Header], payloads: Iterable[Any] | None = None) -> int:
+        """Append events (in order) at the next positions; payloads align with headers when given."""
+        pending = self._pending
+        bucket = self.spec.bucket_seconds
+        fields = self.spec.fields
+        pay_iter = iter(payloads) if payloads is not None else None
+        position = self.count
+        added = 0
+        for header in headers:
+            self.commits += bytes.fromhex(header.commit)
+            self.seconds.append(header.seconds)
+            pending["actor/" + name_key(header.actor)].append(position)
+            pending["type/" + name_key(header.type)].append(position)
+            pending[f"bucket/{header.seconds - header.seconds % bucket}"].append(position)
+            if fields and pay_iter is not None:
+                payload = next(pay_iter, None)
+                for name in fields:
+                    for value in field_values(payload, name):
+                        key = value_key(value)
+                        if key is not None:
+                            pending[f"field/{name}/{key}"].append(position)
+            self.max_key = header.ulid + header.cid
+            position += 1
+            added += 1
+        self._flush()
+        return added
+
+    def _flush(self) -> None:
+        for key, positions in self._pending.items():
+            bitmap = self.bitmaps.get(key)
+            if bitmap is None:
+                self.bitmaps[key] = BitMap(positions)
+            else:
+                bitmap.update(positions)
+        self._pending.clear()
+
+    # -- files ---------------------------------------------------------------------------
+
+    def meta(self) -> dict[str, Any]:
+        return {"version": VERSION, "spec": self.spec.to_value(), "count": self.count, "heads": self.heads,
+                "max_key": self.max_key}
+
+    def to_files(self) -> dict[str, bytes]:
+        seconds = array.array("q", self.seconds)
+        if sys.byteorder != "little":
+            seconds.byteswap()
+        raw = seconds.tobytes()
+        files = {META: canonical_json(self.meta())}
+        for block in range((self.count + BLOCK - 1) // BLOCK):
+            files[f"commits/{block:05d}"] = bytes(self.commits[20 * BLOCK * block:20 * BLOCK * (block + 1)])
+            files[f"seconds/{block:05d}"] = raw[8 * BLOCK * block:8 * BLOCK * (block + 1)]
+        for key in sorted(self.bitmaps):
+            bitmap = self.bitmaps[key]
+            bitmap.run_optimize()
+            files[key] = bitmap.serialize()
+        return files
+
+    @classmethod
+    def from_files(cls, files: dict[str, bytes], spec: IndexSpec) -> Index:
+        """Load a stored index (every bitmap); raises CorruptIndex when it does not hold together."""
+        try:
+            meta = parse_json(files[META], META)
+            index = cls(spec)
+            index.heads = dict(meta["heads"])
+            index.max_key = meta["max_key"]
+            blocks = sorted(k for k in files if k.startswith("commits/"))
+            index.commits = bytearray(b"".join(files[k] for k in blocks))
+            index.seconds = array.array("q")
+            index.seconds.frombytes(b"".join(files["seconds/" + k.split("/", 1)[1]] for k in blocks))
+            if sys.byteorder != "little":
+                index.seconds.byteswap()
+            for key, data in files.items():
+                if key.split("/", 1)[0] in ("actor", "type", "bucket", "field"):
+                    index.bitmaps[key] = BitMap.deserialize(data)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise CorruptIndex(f"index {spec.ref} does not load ({exc}); run `gatos cache rebuild {spec.ns}`"
+                               ) from None
+        if meta.get("version") != VERSION or meta.get("count") != index.count or \
+                len(index.commits) != 20 * index.count:
+            raise CorruptIndex(f"index {spec.ref} is inconsistent; run `gatos cache rebuild {spec.ns}`")
+        return index
+
+    def commit_at(self, position: int) -> str:
+        return self.commits[20 * position:20 * position + 20].hex()
+
+
+__all__ = ["BLOCK", "META", "VERSION", "Index", "field_values", "name_key", "value_key"]
