@@ -159,6 +159,8 @@ def add_parsers(sub: Any) -> None:
     show.add_argument("ns")
     show.add_argument("--channel")
     show.set_defaults(func=cmd_state_show)
+    from gatosd._cli_cache import add_state_get  # one key through the KV view (kv_cache)
+    add_state_get(state)
     at = state.add_parser("at", help="the state as of one event (time travel)")
     at.add_argument("--ns", required=True)
     at.add_argument("--event", required=True, help="Event-CID, ULID or journal commit")

@@ -14,6 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from gatosd._cache_wiring import state_key
 from gatosd._cli_fold import checkpoint_state, folder_of, resolve_spec, workdir
 from gatosd._metrics import Metrics
 from gatosd._registry import Context, Registry
@@ -91,9 +92,13 @@ class FoldMethods:
         return result
 
     async def state_get(self, ctx: Context, frame: dict[str, Any]) -> dict[str, Any]:
-        """The newest checkpoint of a namespace: state (or one channel), State-Root, commit."""
+        """The newest checkpoint of a namespace: state (or one channel), State-Root, commit; with `key`,
+        one key of the main channel through the KV view."""
         ns = validate_namespace(frame.get("ns"))
         channel = _opt_str(frame, "channel")
+        key = _opt_str(frame, "key")
         loop = asyncio.get_running_loop()
+        if key is not None:  # one key through the KV view: the whole state is not read
+            return await loop.run_in_executor(self._pool, lambda: state_key(Node.open(self.repo_path), ns, key))
         return await loop.run_in_executor(
             self._pool, lambda: checkpoint_state(Node.open(self.repo_path), ns, channel))

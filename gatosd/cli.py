@@ -290,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_bus_parsers(sub)
     from gatosd._cli_jobs import add_parsers as add_jobs_parsers  # jobs, worker, reproduce, health, blob
     add_jobs_parsers(sub)
+    from gatosd._cli_cache import add_parsers as add_cache_parsers  # query, cache rebuild/status
+    add_cache_parsers(sub)
     return parser
 
 

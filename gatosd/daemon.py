@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gatosd._bus_methods import BusMethods
+from gatosd._cache_methods import CacheMethods
 from gatosd._fold_methods import FoldMethods
 from gatosd._group_commit import GroupCommitConfig, GroupCommitter
 from gatosd._jobs_methods import JobMethods
@@ -135,6 +136,8 @@ async def run(config: DaemonConfig, ready: asyncio.Event | None = None) -> int:
     bus_methods.register(registry)  # bus.* (its writer process starts on the first bus request)
     jobs_methods = JobMethods(methods.repo_path, node, committer, bus_methods)
     jobs_methods.register(registry)  # jobs.*
+    cache_methods = CacheMethods(methods.repo_path, metrics)
+    cache_methods.register(registry)  # cache.query, cache.rebuild
     committer.start()
 
     state: dict[str, Any] = {"pid": os.getpid(), "repo": methods.repo_path}
@@ -199,6 +202,7 @@ async def run(config: DaemonConfig, ready: asyncio.Event | None = None) -> int:
         methods.close()
         fold_methods.close()
         jobs_methods.close()
+        cache_methods.close()
         writer.close()
         for path in (state_path, state.get("socket")):
             if path:

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from gatosd._bus_methods import BusMethods
+from gatosd._cache_methods import CacheMethods
 from gatosd._fold_methods import FoldMethods
 from gatosd._framing import encode_frame
 from gatosd._jobs_methods import JobMethods
@@ -95,6 +96,7 @@ def test_hello_lists_every_registered_method(client: JsonlClient) -> None:
     FoldMethods.register(FoldMethods.__new__(FoldMethods), registry)
     BusMethods.register(BusMethods.__new__(BusMethods), registry)
     JobMethods.register(JobMethods.__new__(JobMethods), registry)
+    CacheMethods.register(CacheMethods.__new__(CacheMethods), registry)
     reply = client.hello()
     assert reply["server"] == "gatosd" and reply["protocol"] == 1
     assert reply["methods"] == registry.names()

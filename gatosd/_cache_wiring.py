@@ -1,0 +1,116 @@
+"""The cache plane over a `Node`: the store with the fast commit reader, queries, the KV view."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from gatosd.node import Node
+from kv_cache import (
+    DEFAULT_ID,
+    CacheStore,
+    Index,
+    InvalidQuery,
+    KVView,
+    Query,
+    UpdateResult,
+    load_specs,
+    match,
+    port_reader,
+)
+from ledger_core import read_entry, validate_namespace
+
+Progress = Callable[[int, int], None]
+
+
+def cache_store(node: Node) -> CacheStore:
+    """The cache store; commits are read straight from the mapped packs when possible
+    (the fold's verified pack reader), else through the object store port."""
+    port = port_reader(node.repo.objects)
+    try:
+        from echo_fold._packs import open_reader
+        packs = open_reader(node.repo.objects)
+    except ImportError:
+        packs = None
+    if packs is None:
+        return CacheStore(node.repo.objects, node.repo.refs, read_commit=port)
+
+    def read(oid: str) -> bytes:
+        data = packs.commit(bytes.fromhex(oid))
+        return data if data is not None else port(oid)
+
+    return CacheStore(node.repo.objects, node.repo.refs, read_commit=read)
+
+
+def workdir(node: Node) -> str:
+    return (node.repo.repo.workdir or node.repo.git_dir).rstrip("/")
+
+
+def specs_for(node: Node, ns: str) -> dict[str, Any]:
+    return load_specs(workdir(node), validate_namespace(ns))
+
+
+def choose_index(node: Node, ns: str, query: Query, index_id: str | None) -> Any:
+    """The index to answer with: the one named, else the first (by id) holding every `--where` field."""
+    specs = specs_for(node, ns)
+    if index_id is not None:
+        if index_id not in specs:
+            raise InvalidQuery(f"no index {index_id!r} for {ns} (have {', '.join(sorted(specs))})")
+        return specs[index_id]
+    if not query.fields:
+        return specs[DEFAULT_ID]
+    for spec_id in sorted(specs):
+        if query.fields <= set(specs[spec_id].fields):
+            return specs[spec_id]
+    raise InvalidQuery(f"no index of {ns} has the field(s) {', '.join(sorted(query.fields))}: add them to "
+                       "a spec in gatos/indexes/<id>.yaml")
+
+
+def rebuild(node: Node, ns: str, index_id: str | None = None, *, full: bool = True,
+            progress: Progress | None = None) -> list[UpdateResult]:
+    store = cache_store(node)
+    specs = specs_for(node, ns)
+    chosen = [specs[index_id]] if index_id else [specs[k] for k in sorted(specs)]
+    if index_id and index_id not in specs:
+        raise InvalidQuery(f"no index {index_id!r} for {ns} (have {', '.join(sorted(specs))})")
+    return [store.update(spec, full=full, progress=progress) for spec in chosen]
+
+
+def run_query(node: Node, ns: str, query: Query, *, index_id: str | None = None, limit: int | None = None,
+              count_only: bool = False, loaded: dict[str, tuple[str, Index]] | None = None
+              ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(summary, events) for a query; the index is brought up to date first (lazily).
+
+    `loaded` (ref → (commit, Index)) lets a long-lived caller keep indexes in memory.
+    """
+    spec = choose_index(node, ns, query, index_id)
+    store = cache_store(node)
+    update = store.update(spec)
+    cached = loaded.get(spec.ref) if loaded is not None else None
+    if cached is not None and cached[0] == update.commit:
+        index = cached[1]
+    else:
+        index = store.load(spec)
+        assert index is not None
+        if loaded is not None and update.commit is not None:
+            loaded[spec.ref] = (update.commit, index)
+    positions = match(index, query)
+    summary = {"ns": ns, "index": spec.index_id, "matches": len(positions), "update": update.mode,
+               "indexed": index.count}
+    if count_only:
+        return summary, []
+    events = []
+    for position in positions:
+        if limit is not None and len(events) >= limit:
+            break
+        entry = read_entry(node.repo.objects, index.commit_at(position))
+        events.append({"position": position, **entry.to_dict()})
+    return summary, events
+
+
+def state_key(node: Node, ns: str, key: str) -> dict[str, Any]:
+    found, value, state_commit = KVView(node.repo.objects, node.repo.refs).get(validate_namespace(ns), key)
+    return {"ns": ns, "key": key, "found": found, "value": value, "state_commit": state_commit}
+
+
+__all__ = ["DEFAULT_ID", "cache_store", "choose_index", "rebuild", "run_query", "specs_for", "state_key"]
