@@ -8,6 +8,8 @@ See docs/cache.md.
 
 from __future__ import annotations
 
+from typing import Any
+
 from kv_cache._headers import Header, merge, parse_header, port_reader, walk_back
 from kv_cache._index import Index, field_values, value_key
 from kv_cache._kv import KV_ID, KVView, kv_ref
@@ -15,6 +17,11 @@ from kv_cache._query import Query, match, parse_time, parse_where
 from kv_cache._spec import CACHE_PREFIX, DEFAULT_ID, SPEC_DIR, IndexSpec, load_specs
 from kv_cache._store import CacheStore, UpdateResult
 from kv_cache.errors import CacheError, CorruptIndex, InvalidIndexSpec, InvalidQuery
+
+
+def stale_indexes(node: Any) -> list[dict[str, Any]]:
+    """Cache refs of a node (anything with `repo.objects` and `repo.refs`) that are stale."""
+    return CacheStore(node.repo.objects, node.repo.refs).stale()
 
 __all__ = [
     "CACHE_PREFIX",
@@ -40,6 +47,7 @@ __all__ = [
     "parse_header",
     "parse_time",
     "parse_where",
+    "stale_indexes",
     "port_reader",
     "value_key",
     "walk_back",
