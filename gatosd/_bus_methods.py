@@ -43,6 +43,7 @@ from mind_bus import (
     UnknownGroup,
     dlq_topic,
     parse_from,
+    presign,
     start_positions,
     validate_group,
     validate_topic,
@@ -164,11 +165,17 @@ class BusMethods:
 
     async def _publish(self, topic: str, payload: Any, *, key: str | None, headers: Any,
                        ulid: str, actor: str) -> dict[str, Any]:
-        raw = await self.writer.submit(("pub", topic, payload, key, headers, ulid, actor))
+        # The envelope is checked and signed here, on the loop (about 0.1 ms), rather than
+        # in the bus writer process: the writer is the busier of the two under load, and
+        # signs again itself only if its policy root moved meanwhile.
+        front = self.front
+        pre = presign(front.sign, topic, payload, key=key, headers=headers, ulid=ulid,
+                      publisher=actor, policy_root=front.policy_root)
+        raw = await self.writer.submit(("pub", topic, payload, key, headers, ulid, actor, pre))
         error = error_of(raw)
         if error is not None:
             raise error
-        hub = await self._topic(topic)
+        hub = self.topics.get(topic) or await self._topic(topic)
         shard, position = raw["shard"], raw["position"]
         if not raw["duplicate"]:
             hub.remember(shard, position, {"topic": topic, "shard": shard, "position": position,
@@ -178,7 +185,7 @@ class BusMethods:
         if position > hub.heads.get(shard, 0):
             hub.heads[shard] = position
             hub.notify()
-        return dict(raw)
+        return raw  # type: ignore[no-any-return]  # a fresh dict (the writer's answer)
 
     async def _message(self, topic: str, hub: _Topic, shard: int, position: int
                        ) -> tuple[int, dict[str, Any]] | None:

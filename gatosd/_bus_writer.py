@@ -54,7 +54,10 @@ from mind_bus import (
 START_TIMEOUT = 60.0
 MAX_BATCH = 1024
 SEND_INLINE = 64  # batches up to this many ops are sent from the loop (they fit the pipe)
-DEPTH = 2  # batches in the bus writer process at once (one planned while one is written)
+# Batches in the bus writer process at once. 2 lets the process plan one while it
+# writes the other, but on two busy cores it measured slower (smaller batches cost
+# more CPU per message, and the extra thread hop costs wake-ups): 1 is the default.
+DEPTH = 1
 STORE_BELOW = 1024
 Op = tuple[Any, ...]
 
@@ -137,7 +140,8 @@ class _Applier:
 
     The main thread plans batch N+1 (validation, the gate, envelopes, ed25519,
     commit objects: CPU) while this thread writes batch N (pack, ref updates: mostly
-    waiting on the file system, with the GIL released), so the two overlap. Batches
+    waiting on the file system, with the GIL released), so the two overlap; when
+    nothing is queued (always, with `DEPTH` 1) the main thread writes it itself. Batches
     are written and answered strictly in order, each answer after its ref updates. If
     a batch fails to write, every batch planned on top of it (same `epoch`) is failed
     unwritten, and the main thread re-reads the refs before planning again.
@@ -160,9 +164,20 @@ class _Applier:
             self.epoch = self.failed_epoch + 1
 
     def put(self, job: Any) -> None:
+        """Write and answer a planned batch: here and now when nothing is queued (no
+        thread hop), else after the queued ones, on the applier thread."""
         with self._idle:
+            inline = self._queued == 0
             self._queued += 1
-        self.jobs.put((self.epoch, job))
+        if not inline:
+            self.jobs.put((self.epoch, job))
+            return
+        try:
+            self._run(self.epoch, job)
+        finally:
+            with self._idle:
+                self._queued -= 1
+                self._idle.notify_all()
 
     def drain(self) -> None:
         """Wait until every queued batch is written and answered."""
@@ -181,17 +196,21 @@ class _Applier:
                 return
             epoch, job = item
             try:
-                out = job(epoch)
-                with contextlib.suppress(OSError):
-                    self.conn.send(out)
-                self.maintainer.after_write()
-            except BaseException:  # never leave the main thread waiting in drain()
-                self.failed_epoch = max(self.failed_epoch, epoch)
-                raise
-            finally:
+                self._run(epoch, job)
+            finally:  # never leave the main thread waiting in drain()
                 with self._idle:
                     self._queued -= 1
                     self._idle.notify_all()
+
+    def _run(self, epoch: int, job: Any) -> None:
+        try:
+            out = job(epoch)
+        except BaseException:
+            self.failed_epoch = max(self.failed_epoch, epoch)
+            raise
+        with contextlib.suppress(OSError):
+            self.conn.send(out)
+        self.maintainer.after_write()
 
     def write(self, epoch: int, planned: PlannedBatch | None) -> LedgerError | None:
         """Apply a planned batch (None: nothing to write); the error that failed it, if any."""
@@ -281,8 +300,9 @@ def _plan_batch(node: Any, log: BusLog, acks: AckLog, configs: ConfigLoader, ops
     planned: PlannedBatch | None = None
     if pubs:
         node.policy.refresh()
-        planned = log.plan_many([PublishRequest(topic, payload, ulid, actor, key=key, headers=headers)
-                                 for _, (_, topic, payload, key, headers, ulid, actor) in pubs])
+        planned = log.plan_many([PublishRequest(topic, payload, ulid, actor, key=key, headers=headers,
+                                                presigned=pre)
+                                 for _, (_, topic, payload, key, headers, ulid, actor, pre) in pubs])
         node.policy.flush()  # the batch's denials are audited before anyone is answered
     prunes = [(i, op) for i, op in enumerate(ops) if op[0] == "prune"]
     for i, op in enumerate(ops):
@@ -411,7 +431,7 @@ class BusWriter:
         await self._ensure_started()
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((op, future))
-        return await asyncio.shield(future)
+        return await future  # a cancelled caller's op is still written; its answer is dropped
 
     async def _run(self) -> None:
         while True:

@@ -8,11 +8,12 @@ place last, because Git and libgit2 discover packs by their index.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import os
 import struct
-import tempfile
+import threading
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -111,18 +112,34 @@ def build_pack(objects: Sequence[GitObject]) -> tuple[bytes, bytes, str]:
     return assemble_pack(pack_entries(objects))
 
 
+_tmp_names = itertools.count()
+_pack_dirs: set[str] = set()
+
+
 def _write_file(directory: str, final: str, data: bytes, durable: bool) -> None:
-    fd, tmp = tempfile.mkstemp(prefix="tmp_gatos_", dir=directory)
+    """Write `data` to a new temp file (read-only from the start), then rename it to `final`.
+
+    A name unique to the process, thread and call, and one `open`: no random names,
+    no `chmod`, no buffered file object (each a system call per pack on a hot path).
+    """
+    tmp = os.path.join(directory, f"tmp_gatos_{os.getpid()}_{threading.get_ident()}_{next(_tmp_names)}")
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+    except FileNotFoundError:  # the folder went away since it was made (a recreated repository)
+        os.makedirs(directory, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
             if durable:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.chmod(tmp, 0o444)
+                os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, final)
     except BaseException:
-        if os.path.exists(tmp):
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
 
@@ -139,7 +156,9 @@ def write_pack_entries(objects_dir: str, entries: Sequence[PackEntry], *,
     """Write entries (unique ids) as one pack and its index; return the pack checksum."""
     pack, idx, name = assemble_pack(entries)
     pack_dir = os.path.join(objects_dir, "pack")
-    os.makedirs(pack_dir, exist_ok=True)
+    if pack_dir not in _pack_dirs:
+        os.makedirs(pack_dir, exist_ok=True)
+        _pack_dirs.add(pack_dir)
     base = os.path.join(pack_dir, f"pack-{name}")
     if not os.path.exists(base + ".idx"):
         _write_file(pack_dir, base + ".pack", pack, durable)

@@ -16,11 +16,13 @@ from mind_bus._groups import GroupState, Pending, Take
 from mind_bus._message import (
     MESSAGE_TYPE,
     Place,
+    Presigned,
     StoredMessage,
     body_hash,
     check_message,
     message_commit,
     message_event,
+    presign,
     read_message,
 )
 from mind_bus._names import (
@@ -72,6 +74,7 @@ __all__ = [
     "Pending",
     "PlannedBatch",
     "Place",
+    "Presigned",
     "PublishRequest",
     "PublishResult",
     "Signer",
@@ -90,6 +93,7 @@ __all__ = [
     "message_commit",
     "message_event",
     "parse_from",
+    "presign",
     "parse_shard_ref",
     "prune_shard",
     "prune_topic",

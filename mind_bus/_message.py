@@ -138,38 +138,74 @@ def _hashed(kind: bytes, data: bytes) -> bytes:
     return hashlib.sha1(b"%s %d\0%s" % (kind, len(data), data), usedforsecurity=False).digest()
 
 
+@dataclass(frozen=True)
+class Presigned:
+    """A message envelope signed ahead of the bus writer (by the daemon, off its path).
+
+    `digest` is the `Body-Hash`; `policy_root` the root the envelope names: the writer
+    uses the envelope only if that is still its own policy root, else it signs again.
+    """
+
+    digest: str
+    canonical: bytes
+    signature: bytes
+    cid: str
+    policy_root: str
+
+
+def presign(sign: Any, topic: str, payload: Any, *, key: str | None, headers: dict[str, str] | None,
+            ulid: str, publisher: str, policy_root: str) -> Presigned:
+    """Check a message and sign its envelope (`sign`: Event -> SignedEvent), as the writer would.
+
+    `topic`, `ulid`, `publisher` and `policy_root` must be valid already.
+
+    Raises:
+        InvalidMessage: what `check_message` refuses.
+    """
+    digest = body_hash(check_message(payload, key, headers))
+    signed = sign(message_event(topic, payload, key=key, headers=headers, ulid=ulid,
+                                publisher=publisher, policy_root=policy_root, checked=True))
+    return Presigned(digest, signed.canonical, signed.signature, signed.cid, policy_root)
+
+
 def message_commit(signed: SignedEvent, place: Place, parent: ObjectId | None,
                    digest: str, seconds: int | None = None) -> tuple[list[GitObject], ObjectId]:
     """The four objects of a message commit and the commit id (`seconds`: the commit
-    time when the caller knows it, i.e. the ULID's milliseconds // 1000).
+    time when the caller knows it, i.e. the ULID's milliseconds // 1000)."""
+    ev = signed.event
+    return message_commit_parts(signed.canonical, signed.signature, signed.cid, ev.actor, ev.ulid,
+                                ev.commit_time if seconds is None else seconds, place, parent, digest)
+
+
+def message_commit_parts(canonical: bytes, signature: bytes, cid: str, actor: str, ulid: str,
+                         seconds: int, place: Place, parent: ObjectId | None,
+                         digest: str) -> tuple[list[GitObject], ObjectId]:
+    """`message_commit` from the envelope's parts.
 
     Built directly as bytes, each object hashed once; `encode_tree`, `encode_commit`
     and `format_trailers` give the same bytes (`test_message_commit_matches_generic_encoders`).
     Every value written was validated on its way in (topic, actor, ULID) or is made
     here (numbers, hex, the CID).
     """
-    canonical, signature = signed.canonical, signed.signature
     event_raw = _hashed(b"blob", canonical)
     sig_raw = _hashed(b"blob", signature)
     tree_data = _EVENT_ENTRY + event_raw + _SIG_ENTRY + sig_raw
     tree_oid = ObjectId(_hashed(b"tree", tree_data).hex())
-    ev = signed.event
-    actor = ev.actor
     name = _idents.get(actor)
     if name is None:
         signature_line(actor, actor, 0)  # refuses '<', '>' and newlines
         name = _idents[actor] = f"{actor} <{actor}>"
         if len(_idents) > 4096:
             _idents.clear()
-    if "\n" in place.topic or "\n" in ev.ulid:
+    if "\n" in place.topic or "\n" in ulid:
         raise InvalidMessage("a trailer value cannot hold a newline")
-    ident = f"{name} {ev.commit_time if seconds is None else seconds} +0000"
+    ident = f"{name} {seconds} +0000"
     parent_line = f"parent {parent}\n" if parent else ""
     text = (f"tree {tree_oid}\n{parent_line}author {ident}\ncommitter {ident}\n\n{MESSAGE_TYPE}\n\n"
             f"Topic: {place.topic}\nShard: {place.shard}\nPosition: {place.position}\n"
             f"Segment: {place.segment}\nSegment-Start: {place.segment_start}\n"
             f"Segment-Bytes: {place.segment_bytes}\nShard-Map: {place.shard_map}\n"
-            f"Ulid: {ev.ulid}\nActor: {actor}\nEvent-CID: {signed.cid}\nBody-Hash: {digest}\n"
+            f"Ulid: {ulid}\nActor: {actor}\nEvent-CID: {cid}\nBody-Hash: {digest}\n"
             f"Sig: {signature_text(signature)}\n")
     commit_data = text.encode()
     commit_oid = ObjectId(_hashed(b"commit", commit_data).hex())
@@ -240,5 +276,6 @@ def read_message(objects: ObjectStore, oid: ObjectId, commit: Commit | None = No
                          dict(body["headers"]), body["body"], len(data), trailers["Body-Hash"])
 
 
-__all__ = ["MESSAGE_TYPE", "KnownObject", "Place", "StoredMessage", "body_hash", "check_message", "is_summary",
-           "message_commit", "message_commit_generic", "message_event", "read_message"]
+__all__ = ["MESSAGE_TYPE", "KnownObject", "Place", "Presigned", "StoredMessage", "body_hash",
+           "check_message", "is_summary", "message_commit", "message_commit_generic",
+           "message_commit_parts", "message_event", "presign", "read_message"]

@@ -40,11 +40,12 @@ from ledger_core.errors import LedgerError, RefConflict, RefLocked
 from mind_bus._config import TopicConfig, shard_for_key
 from mind_bus._message import (
     Place,
+    Presigned,
     StoredMessage,
     body_hash,
     check_message,
     is_summary,
-    message_commit,
+    message_commit_parts,
     message_event,
     read_message,
 )
@@ -68,6 +69,8 @@ class PublishRequest:
     publisher: str
     key: str | None = None
     headers: dict[str, str] | None = None
+    presigned: Presigned | None = None
+    """The envelope checked and signed ahead (`mind_bus.presign`), by a trusted caller."""
 
 
 @dataclass(frozen=True)
@@ -279,7 +282,10 @@ class BusLog:
         for i, req in enumerate(requests):
             try:
                 topic = validate_topic(req.topic)
-                digest = body_hash(check_message(req.payload, req.key, req.headers))
+                if req.presigned is not None:
+                    digest = req.presigned.digest
+                else:
+                    digest = body_hash(check_message(req.payload, req.key, req.headers))
                 ms = ulid_ms(req.ulid)
                 if req.publisher not in actors:
                     validate_actor(req.publisher)
@@ -393,22 +399,28 @@ class BusLog:
                 if sticky_count >= STICKY_MAX:
                     sticky, sticky_count = (sticky + 1) % config.shards, 0
                 shard, sticky_count = sticky, sticky_count + 1
-            try:
-                signed = self._sign(message_event(
-                    topic, req.payload, key=req.key, headers=req.headers, ulid=req.ulid,
-                    publisher=req.publisher, policy_root=policy_root, checked=True, ms=ms))
-            except LedgerError as exc:
-                results[i] = exc
-                continue
+            pre = req.presigned
+            if pre is not None and pre.policy_root == policy_root:
+                canonical, signature, cid = pre.canonical, pre.signature, pre.cid
+            else:  # not signed ahead, or under another policy root than the gate's: sign here
+                try:
+                    signed = self._sign(message_event(
+                        topic, req.payload, key=req.key, headers=req.headers, ulid=req.ulid,
+                        publisher=req.publisher, policy_root=policy_root, checked=True, ms=ms))
+                except LedgerError as exc:
+                    results[i] = exc
+                    continue
+                canonical, signature, cid = signed.canonical, signed.signature, signed.cid
             head = heads[shard]
-            size = len(signed.canonical)
+            size = len(canonical)
             segment, start, used = head.segment, head.segment_start, head.segment_bytes
             count = head.position - start + 1 if head.oid is not None else 0
             if count >= config.segment_max_messages or (count and used + size > config.segment_max_bytes):
                 segment, start, used = segment + 1, head.position + 1, 0
             place = Place(topic, shard, head.position + 1, segment, config.shard_map_version,
                           start, used + size)
-            new, oid = message_commit(signed, place, head.oid, digest, ms // 1000)
+            new, oid = message_commit_parts(canonical, signature, cid, req.publisher, req.ulid, ms // 1000,
+                                            place, head.oid, digest)
             objects.extend(new)
             heads[shard] = _Head(oid, place.position, segment, start, used + size)
             batch_seen[req.ulid] = _Seen(shard, place.position, digest, ms, oid)
