@@ -35,7 +35,8 @@ def query_from_frame(frame: dict[str, Any]) -> Query:
         raise bad_frame("`where` must be an object of field → value")
     since, until = _opt(frame, "since", str), _opt(frame, "until", str)
     actor = _opt(frame, "actor", str)
-    return Query(actor=normalize_actor(actor) if actor else None, type=_opt(frame, "type", str),
+    # `type` names the method in every frame, so the event type filter is `event_type`.
+    return Query(actor=normalize_actor(actor) if actor else None, type=_opt(frame, "event_type", str),
                  since=parse_time(since, "since") if since else None,
                  until=parse_time(until, "until") if until else None,
                  where=tuple(sorted(where.items())) if where else parse_where([]))
@@ -62,7 +63,7 @@ class CacheMethods:
         return self._node
 
     async def query(self, ctx: Context, frame: dict[str, Any]) -> dict[str, Any]:
-        """Events of `ns` matching every filter (`actor`, `type`, `since`, `until`, `where`)."""
+        """Events of `ns` matching every filter (`actor`, `event_type`, `since`, `until`, `where`)."""
         ns = validate_namespace(frame.get("ns"))
         query = query_from_frame(frame)
         limit = _opt(frame, "limit", int)
