@@ -8,18 +8,15 @@ the journal path stays exactly as it was; the process is started on the first bu
 request, so a daemon that never sees one never pays for it.
 
 `BusWriter.submit(op)` queues one operation; a batcher takes everything queued (up to
-`MAX_BATCH`) and sends it as one batch, with up to `DEPTH` batches in the process at
-once. In the process the main thread plans a batch (`BusLog.plan_many`: validation,
-the gate, envelopes, ed25519, commit objects) and hands it to its applier thread, which
-writes it (`BusLog.apply`: one pack, one ref move per shard written; acks as one
-`AckLog.write_many`) and only then answers; while the applier waits on the file system
-the main thread plans the next batch on top of the in-memory heads. Batches are written
-and answered in order; if one fails to write, the batches planned on top of it are
-failed unwritten and the heads are read again. The process holds the bus flock
-(`.git/gatos/mbus-writer.lock`) for its life, so no other bus writer can move a shard
-under it. If the process dies, its in-flight batches are answered `STORAGE` (a retry
-with the same ULID is safe: it is either published or reported as a duplicate) and a
-new process is started.
+`MAX_BATCH`) and sends it as one batch (`DEPTH` batches may be in the process at once;
+answers come back in order). The process plans the batch's publishes
+(`BusLog.plan_many`: validation, the gate, commit objects; envelopes come signed by the
+daemon, see `mind_bus.presign`), writes them (`BusLog.apply`: one pack, one ref move
+per shard written), writes the acks (`AckLog.write_many`) and only then answers. It
+holds the bus flock (`.git/gatos/mbus-writer.lock`) for its life, so no other bus
+writer moves a shard under it. If the process dies, its in-flight batches are answered
+`STORAGE` (a retry with the same ULID is safe: it is either published or reported as a
+duplicate) and a new process is started.
 """
 
 from __future__ import annotations
@@ -31,9 +28,7 @@ import fcntl
 import gc
 import multiprocessing
 import os
-import queue
 import signal
-import threading
 import time
 from multiprocessing.connection import Connection
 from typing import Any
@@ -43,7 +38,6 @@ from ledger_core.errors import LedgerError, StorageError
 from mind_bus import (
     AckLog,
     BusLog,
-    PlannedBatch,
     PublishRequest,
     PublishResult,
     TopicConfig,
@@ -54,9 +48,9 @@ from mind_bus import (
 START_TIMEOUT = 60.0
 MAX_BATCH = 1024
 SEND_INLINE = 64  # batches up to this many ops are sent from the loop (they fit the pipe)
-# Batches in the bus writer process at once. 2 lets the process plan one while it
-# writes the other, but on two busy cores it measured slower (smaller batches cost
-# more CPU per message, and the extra thread hop costs wake-ups): 1 is the default.
+# Batches in the bus writer process at once. More than 1 spares the process a wake-up
+# between batches, but splits the waiting publishers into smaller batches, and each
+# batch costs a pack, a ref update and wake-ups: on two busy cores 2 measured slower.
 DEPTH = 1
 STORE_BELOW = 1024
 Op = tuple[Any, ...]
@@ -135,100 +129,6 @@ def _wire_error(exc: LedgerError) -> tuple[str, str, str | None]:
     return (exc.code, exc.reason, getattr(exc, "rule", None))
 
 
-class _Applier:
-    """The bus writer process's second thread: writes planned batches and answers them.
-
-    The main thread plans batch N+1 (validation, the gate, envelopes, ed25519,
-    commit objects: CPU) while this thread writes batch N (pack, ref updates: mostly
-    waiting on the file system, with the GIL released), so the two overlap; when
-    nothing is queued (always, with `DEPTH` 1) the main thread writes it itself. Batches
-    are written and answered strictly in order, each answer after its ref updates. If
-    a batch fails to write, every batch planned on top of it (same `epoch`) is failed
-    unwritten, and the main thread re-reads the refs before planning again.
-    """
-
-    def __init__(self, log: BusLog, acks: AckLog, maintainer: Any, conn: Connection) -> None:
-        self.log, self.acks, self.maintainer, self.conn = log, acks, maintainer, conn
-        self.jobs: queue.Queue[tuple[int, Any] | None] = queue.Queue()
-        self.epoch = 0
-        self.failed_epoch = -1
-        self._idle = threading.Condition()
-        self._queued = 0
-        self.thread = threading.Thread(target=self._loop, name="gatos-bus-applier", daemon=True)
-        self.thread.start()
-
-    def start_planning(self) -> None:
-        """Before planning: after a failed write, drop the in-memory heads (new epoch)."""
-        if self.failed_epoch >= self.epoch:
-            self.log.forget_all()
-            self.epoch = self.failed_epoch + 1
-
-    def put(self, job: Any) -> None:
-        """Write and answer a planned batch: here and now when nothing is queued (no
-        thread hop), else after the queued ones, on the applier thread."""
-        with self._idle:
-            inline = self._queued == 0
-            self._queued += 1
-        if not inline:
-            self.jobs.put((self.epoch, job))
-            return
-        try:
-            self._run(self.epoch, job)
-        finally:
-            with self._idle:
-                self._queued -= 1
-                self._idle.notify_all()
-
-    def drain(self) -> None:
-        """Wait until every queued batch is written and answered."""
-        with self._idle:
-            while self._queued:
-                self._idle.wait()
-
-    def close(self) -> None:
-        self.jobs.put(None)
-        self.thread.join()
-
-    def _loop(self) -> None:
-        while True:
-            item = self.jobs.get()
-            if item is None:
-                return
-            epoch, job = item
-            try:
-                self._run(epoch, job)
-            finally:  # never leave the main thread waiting in drain()
-                with self._idle:
-                    self._queued -= 1
-                    self._idle.notify_all()
-
-    def _run(self, epoch: int, job: Any) -> None:
-        try:
-            out = job(epoch)
-        except BaseException:
-            self.failed_epoch = max(self.failed_epoch, epoch)
-            raise
-        with contextlib.suppress(OSError):
-            self.conn.send(out)
-        self.maintainer.after_write()
-
-    def write(self, epoch: int, planned: PlannedBatch | None) -> LedgerError | None:
-        """Apply a planned batch (None: nothing to write); the error that failed it, if any."""
-        if planned is None:
-            return None
-        if epoch <= self.failed_epoch:
-            return StorageError("an earlier bus batch failed to write; this one was not written: retry")
-        try:
-            self.log.apply(planned)
-            return None
-        except LedgerError as exc:
-            self.failed_epoch = epoch
-            return exc
-        except Exception as exc:
-            self.failed_epoch = epoch
-            return StorageError(f"bus writer failed: {exc}")
-
-
 def _serve(repo: str, durable: bool, conn: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -243,7 +143,6 @@ def _serve(repo: str, durable: bool, conn: Connection) -> None:
     node.repo.objects.store_below = STORE_BELOW
     maintainer = PackMaintainer(node.repo.objects, node.repo.git_dir)
     configs = ConfigLoader(node.repo.repo.workdir or node.repo.git_dir)
-
     allowed: set[tuple[str, str, str]] = set()  # this batch's allowed, unaudited decisions
 
     def gate(actor: str, action: str, topic: str) -> None:
@@ -258,7 +157,6 @@ def _serve(repo: str, durable: bool, conn: Connection) -> None:
                  policy_root=lambda: node.policy.policy_root,
                  exclusive=lambda _topic: contextlib.nullcontext())  # the flock is held
     acks = AckLog(node.repo.objects, node.repo.refs, clock=time.time)
-    applier = _Applier(log, acks, maintainer, conn)
     gc.collect()
     gc.freeze()
     conn.send("ready")
@@ -271,68 +169,49 @@ def _serve(repo: str, durable: bool, conn: Connection) -> None:
             if ops is None:
                 return
             allowed.clear()  # decided again per batch: grants expire, policies change
-            applier.start_planning()
-            if any(op[0] == "prune" for op in ops):
-                applier.drain()  # pruning rewrites shards: nothing may be in flight
-                applier.start_planning()
             try:
-                job = _plan_batch(node, log, acks, configs, ops, applier)
+                out = _run_batch(node, log, acks, configs, ops)
             except LedgerError as exc:
-                job = _answer([_wire_error(exc)] * len(ops))
+                out = [_wire_error(exc)] * len(ops)
             except Exception as exc:  # reported to every caller of the batch
-                job = _answer([("STORAGE", f"bus writer failed: {exc}", None)] * len(ops))
-            applier.put(job)
+                out = [("STORAGE", f"bus writer failed: {exc}", None)] * len(ops)
+            conn.send(out)
+            maintainer.after_write()
     finally:
-        applier.close()
         maintainer.close()
 
 
-def _answer(out: list[Any]) -> Any:
-    return lambda _epoch: out
-
-
-def _plan_batch(node: Any, log: BusLog, acks: AckLog, configs: ConfigLoader, ops: list[Op],
-                applier: _Applier) -> Any:
-    """Plan a batch on the main thread; the job that writes and answers it on the applier."""
+def _run_batch(node: Any, log: BusLog, acks: AckLog, configs: ConfigLoader, ops: list[Op]) -> list[Any]:
+    """Publishes (planned, then written: one pack, one ref move per shard written), acks,
+    then prunes; answers in op order, each written before it is answered."""
     out: list[Any] = [None] * len(ops)
     pubs = [(i, op) for i, op in enumerate(ops) if op[0] == "pub"]
     ack_ops = [(i, op) for i, op in enumerate(ops) if op[0] == "ack"]
-    planned: PlannedBatch | None = None
     if pubs:
         node.policy.refresh()
         planned = log.plan_many([PublishRequest(topic, payload, ulid, actor, key=key, headers=headers,
                                                 presigned=pre)
                                  for _, (_, topic, payload, key, headers, ulid, actor, pre) in pubs])
         node.policy.flush()  # the batch's denials are audited before anyone is answered
-    prunes = [(i, op) for i, op in enumerate(ops) if op[0] == "prune"]
-    for i, op in enumerate(ops):
-        if op[0] not in ("pub", "ack", "prune"):
-            out[i] = ("BAD_FRAME", f"unknown bus writer operation {op[0]!r}", None)
-
-    def job(epoch: int) -> list[Any]:
+        failed: LedgerError | None = None
         try:
-            return write(epoch)
-        except Exception as exc:  # reported to every caller of the batch
-            return [("STORAGE", f"bus writer failed: {exc}", None)] * len(ops)
-
-    def write(epoch: int) -> list[Any]:
-        failed = applier.write(epoch, planned)
-        if planned is not None:
-            for (i, _), res in zip(pubs, planned.results, strict=True):
-                if failed is not None and isinstance(res, PublishResult):
-                    res = failed
-                out[i] = res.to_dict() if isinstance(res, PublishResult) else _wire_error(res)
-        if ack_ops:
-            written = acks.write_many([(topic, group, offsets) for _, (_, topic, group, offsets) in ack_ops])
-            for (i, _), res in zip(ack_ops, written, strict=True):
-                out[i] = {"commit": res} if isinstance(res, str) else _wire_error(res)
-        for i, op in prunes:
+            log.apply(planned)
+        except LedgerError as exc:
+            failed = exc
+        for (i, _), res in zip(pubs, planned.results, strict=True):
+            if failed is not None and isinstance(res, PublishResult):
+                res = failed
+            out[i] = res.to_dict() if isinstance(res, PublishResult) else _wire_error(res)
+    if ack_ops:
+        written = acks.write_many([(topic, group, offsets) for _, (_, topic, group, offsets) in ack_ops])
+        for (i, _), res in zip(ack_ops, written, strict=True):
+            out[i] = {"commit": res} if isinstance(res, str) else _wire_error(res)
+    for i, op in enumerate(ops):
+        if op[0] == "prune":
             out[i] = _prune(log, configs, op[1], op[2])
-        return out
-
-    if prunes:  # run now, on this thread: the applier is idle (drained)
-        return _answer(job(applier.epoch))
-    return job
+        elif out[i] is None:
+            out[i] = ("BAD_FRAME", f"unknown bus writer operation {op[0]!r}", None)
+    return out
 
 
 def _prune(log: BusLog, configs: ConfigLoader, topic: str, ttl: int | None) -> Any:

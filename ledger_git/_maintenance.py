@@ -70,9 +70,8 @@ class PackMaintainer:
 
     def after_write(self) -> None:
         """Call after each batch the store wrote: merge or repack when it is time."""
-        written = self.store.packs_written
-        self.pending += written - self._seen
-        self._seen = written
+        self.pending += self.store.packs_written - self._seen
+        self._seen = self.store.packs_written
         if self.repacking:
             return
         if len(self.store.small_packs) >= self.merge_every:
@@ -81,9 +80,8 @@ class PackMaintainer:
             self._start_repack()
 
     def _merge(self) -> None:
-        with self.store.lock:  # another thread of the process may be writing a pack
-            small = self.store.small_packs
-            self.store.small_packs = []
+        small = self.store.small_packs
+        self.store.small_packs = []
         entries: dict[bytes, PackEntry] = {}
         for _name, pack_entries in small:
             for entry in pack_entries:

@@ -39,12 +39,9 @@ class GitObjectStore(ObjectStore):
         # (name and entries) in `small_packs` so it can merge them without reading back.
         self.remember_small: int = 0
         self.small_packs: list[tuple[str, list[PackEntry]]] = []
-        self.lock = threading.Lock()
 
     def write_many(self, objects: Sequence[GitObject]) -> None:
-        # The lock lets two threads of one process write (the bus writer's planner may
-        # write audit records while its applier writes a batch); uncontended it is free.
-        with self.lock, map_git_errors("writing objects"):
+        with map_git_errors("writing objects"):
             if len(objects) >= self.pack_threshold:
                 entries = pack_entries(objects, store_below=self.store_below)
                 name = write_pack_entries(self.objects_dir, entries, durable=self.durable)

@@ -115,7 +115,7 @@ class _TopicIndex:
     seen: dict[str, _Seen] = field(default_factory=dict)
     next_rr: int = 0
     kept: int = 1024
-    pending: bool = False  # planned by `plan_many`: `heads` is ahead of the refs, never re-read
+    trusted: bool = False  # planned by `plan_many`: `heads` is trusted, the refs are not re-read
 
 
 @dataclass
@@ -222,11 +222,12 @@ class BusLog:
         """Plan a batch without writing it: its objects, ref moves and results.
 
         For a caller that holds every topic's exclusion for as long as it uses this log
-        (the daemon's bus writer, which keeps the bus flock for its life) and pipelines:
-        the in-memory heads and dedupe index already count the batch, so the next batch
-        can be planned on top of it while this one is written. Batches must be applied
-        (`apply`) in plan order, and the results given out only after; when one fails,
-        every later planned batch must be dropped and `forget_all` called.
+        (the daemon's bus writer keeps the bus flock for its life): the in-memory heads
+        and dedupe index count the batch at once and are trusted from then on (the
+        shard refs are not read again), so call `apply` right after, before planning
+        another batch, and give the results out only once it returned. A failed `apply`
+        drops the index of the batch's topics; a shard moved by someone else (a `git
+        update-ref`) is found by `apply` (`RefConflict`).
         """
         results, by_topic, configs, checked, policy_root = self._check(requests)
         plan = _Plan()
@@ -234,7 +235,7 @@ class BusLog:
             try:
                 self._plan_topic(topic, configs[topic], requests, indices, checked, results,
                                  policy_root, plan)
-                self._topics[topic].pending = True
+                self._topics[topic].trusted = True
             except LedgerError as exc:
                 self.forget(topic)
                 for i in indices:
@@ -372,7 +373,7 @@ class BusLog:
         """
         shard_refs = self._shard_refs(topic, config)
         index = self._topics.get(topic)
-        if index is None or not index.pending:
+        if index is None or not index.trusted:
             index = self._index(topic, config, {s: self.refs.get(r) for s, r in shard_refs.items()})
         heads = dict(index.heads)
         objects: list[GitObject] = []
@@ -534,11 +535,6 @@ class BusLog:
         """Drop the cached index of a topic (after this log rewrote it, e.g. pruning)."""
         self._topics.pop(topic, None)
         self._listed.pop(topic, None)
-
-    def forget_all(self) -> None:
-        """Drop every cached index (a pipelined batch failed: re-read the refs)."""
-        self._topics.clear()
-        self._listed.clear()
 
 
 __all__ = ["BusGate", "BusLog", "Exclusive", "PlannedBatch", "PublishRequest", "PublishResult", "Signer"]
