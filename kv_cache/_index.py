@@ -74,6 +74,7 @@ class Index:
         self.heads: dict[str, str] = {}
         self.max_key = ""
         self._pending: dict[str, list[int]] = defaultdict(list)
+        self._monotonic: bool | None = None
 
     @property
     def count(self) -> int:
@@ -85,6 +86,7 @@ class Index:
         bucket = self.spec.bucket_seconds
         fields = self.spec.fields
         pay_iter = iter(payloads) if payloads is not None else None
+        self._monotonic = None
         position = self.count
         added = 0
         for header in headers:
@@ -117,9 +119,18 @@ class Index:
 
     # -- files ---------------------------------------------------------------------------
 
+    @property
+    def monotonic(self) -> bool:
+        """Whether event seconds never decrease along positions (true when `ts` follows the ULIDs,
+        as for node-built events): time ranges are then one bisection, not a bucket scan."""
+        if self._monotonic is None:
+            seconds = self.seconds
+            self._monotonic = all(seconds[i] <= seconds[i + 1] for i in range(len(seconds) - 1))
+        return self._monotonic
+
     def meta(self) -> dict[str, Any]:
         return {"version": VERSION, "spec": self.spec.to_value(), "count": self.count, "heads": self.heads,
-                "max_key": self.max_key}
+                "max_key": self.max_key, "monotonic": self.monotonic}
 
     def to_files(self) -> dict[str, bytes]:
         seconds = array.array("q", self.seconds)
@@ -144,6 +155,7 @@ class Index:
             index = cls(spec)
             index.heads = dict(meta["heads"])
             index.max_key = meta["max_key"]
+            index._monotonic = meta.get("monotonic")
             blocks = sorted(k for k in files if k.startswith("commits/"))
             index.commits = bytearray(b"".join(files[k] for k in blocks))
             index.seconds = array.array("q")

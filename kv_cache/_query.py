@@ -9,6 +9,7 @@ exact seconds, so a long range costs no more than a short one.
 from __future__ import annotations
 
 import contextlib
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,6 +108,13 @@ def _time_range(index: Index, since: int | None, until: int | None) -> BitMap:
     width = index.spec.bucket_seconds
     low = since if since is not None else -(1 << 62)
     high = until if until is not None else (1 << 62)
+    if index.monotonic:
+        first = bisect_left(index.seconds, low)
+        end = bisect_right(index.seconds, high)
+        found = BitMap()
+        if first < end:
+            found.add_range(first, end)
+        return found
     found = BitMap()
     edges = BitMap()
     for key, bitmap in index.bitmaps.items():
