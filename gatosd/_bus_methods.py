@@ -169,8 +169,8 @@ class BusMethods:
         # in the bus writer process: the writer is the busier of the two under load, and
         # signs again itself only if its policy root moved meanwhile.
         front = self.front
-        pre = presign(front.sign, topic, payload, key=key, headers=headers, ulid=ulid,
-                      publisher=actor, policy_root=front.policy_root)
+        pre = presign(front.signing_key, front.max_event_bytes, topic, payload, key=key,
+                      headers=headers, ulid=ulid, publisher=actor, policy_root=front.policy_root)
         raw = await self.writer.submit(("pub", topic, payload, key, headers, ulid, actor, pre))
         error = error_of(raw)
         if error is not None:

@@ -20,6 +20,7 @@ compares it, never the signature or the time.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,9 +41,11 @@ from ledger_core import (
     format_timestamp_ms,
     ulid_ms,
 )
+from ledger_core._dagcbor import encode_checked
 from ledger_core._gitobj import MODE_BLOB, format_trailers, signature_line
-from ledger_core._keys import signature_text
-from ledger_core.errors import EncodingError, InvalidEvent, LedgerError
+from ledger_core._ids import event_cid
+from ledger_core._keys import SigningKey, signature_text
+from ledger_core.errors import EncodingError, InvalidEvent, LedgerError, TooLarge
 from mind_bus.errors import InvalidMessage
 
 MESSAGE_TYPE = "gmb.message"
@@ -153,19 +156,30 @@ class Presigned:
     policy_root: str
 
 
-def presign(sign: Any, topic: str, payload: Any, *, key: str | None, headers: dict[str, str] | None,
-            ulid: str, publisher: str, policy_root: str) -> Presigned:
-    """Check a message and sign its envelope (`sign`: Event -> SignedEvent), as the writer would.
+def presign(key_for: Callable[[str], SigningKey], max_bytes: int, topic: str, payload: Any, *,
+            key: str | None, headers: dict[str, str] | None, ulid: str, publisher: str,
+            policy_root: str) -> Presigned:
+    """Check a message and sign its envelope, as the writer would (`key_for(actor)`: the
+    node-held key; `max_bytes`: the node's event size limit).
 
-    `topic`, `ulid`, `publisher` and `policy_root` must be valid already.
+    The envelope's canonical bytes are encoded straight from its map, without building
+    an `Event`: the same bytes as `sign_event(message_event(...))`
+    (`test_presign_matches_sign_event`). `topic`, `ulid`, `publisher` and `policy_root`
+    must be valid already.
 
     Raises:
         InvalidMessage: what `check_message` refuses.
+        TooLarge: the envelope is over `max_bytes`.
     """
     digest = body_hash(check_message(payload, key, headers))
-    signed = sign(message_event(topic, payload, key=key, headers=headers, ulid=ulid,
-                                publisher=publisher, policy_root=policy_root, checked=True))
-    return Presigned(digest, signed.canonical, signed.signature, signed.cid, policy_root)
+    canonical = encode_checked({
+        "type": MESSAGE_TYPE, "ulid": ulid, "actor": publisher,
+        "payload": {"topic": topic, "key": key, "headers": headers or {}, "body": payload},
+        "policy_root": policy_root, "ts": format_timestamp_ms(ulid_ms(ulid))})
+    if len(canonical) > max_bytes:
+        raise TooLarge(f"event is {len(canonical)} bytes encoded; the limit is {max_bytes}")
+    return Presigned(digest, canonical, key_for(publisher).sign(canonical), event_cid(canonical),
+                     policy_root)
 
 
 def message_commit(signed: SignedEvent, place: Place, parent: ObjectId | None,

@@ -380,3 +380,41 @@ def test_invalid_payload_kinds() -> None:
     from mind_bus import check_message
     with pytest.raises(InvalidMessage):
         check_message([1, {"a": [2.0]}], None, None)
+
+
+def test_presign_matches_sign_event() -> None:
+    """The daemon's presigned envelope is byte for byte what the writer would sign."""
+    from ledger_core.errors import TooLarge
+    from mind_bus import presign
+    from mind_bus._message import body_hash, check_message, message_event
+    for n, (key, headers) in enumerate([(None, None), ("k", {"a": "b"}), ("ü", {})]):
+        payload = {"n": n, "s": "ü", "l": [1, None, True, b"x"]}
+        pre = presign(lambda _actor: KEY, 1 << 20, "a/b", payload, key=key, headers=headers,
+                      ulid=ulid(n), publisher=ACTOR, policy_root="0" * 40)
+        signed = sign_event(message_event("a/b", payload, key=key, headers=headers, ulid=ulid(n),
+                                          publisher=ACTOR, policy_root="0" * 40), KEY)
+        assert (pre.canonical, pre.signature, pre.cid) == (signed.canonical, signed.signature, signed.cid)
+        assert pre.digest == body_hash(check_message(payload, key, headers))
+    with pytest.raises(TooLarge):
+        presign(lambda _actor: KEY, 100, "a/b", {"pad": "x" * 200}, key=None, headers=None,
+                ulid=ulid(1), publisher=ACTOR, policy_root="0" * 40)
+    with pytest.raises(InvalidMessage):
+        presign(lambda _actor: KEY, 1 << 20, "a/b", {"f": 1.5}, key=None, headers=None,
+                ulid=ulid(1), publisher=ACTOR, policy_root="0" * 40)
+
+
+def test_presigned_requests_are_used_unless_the_policy_root_moved() -> None:
+    """A presigned envelope is stored as is; one naming another policy root is signed again."""
+    from mind_bus import presign
+    log, objects, _, _ = make_log(TopicConfig(shards=1))
+    other = SigningKey(b"\x09" * 32)  # a key the log's signer does not use: shows who signed
+    pre = presign(lambda _actor: other, 1 << 20, "t", {"n": 1}, key=None, headers=None, ulid=ulid(1),
+                  publisher=ACTOR, policy_root="0" * 40)
+    log.publish(PublishRequest("t", {"n": 1}, ulid(1), ACTOR, presigned=pre))
+    stale = presign(lambda _actor: other, 1 << 20, "t", {"n": 2}, key=None, headers=None, ulid=ulid(2),
+                    publisher=ACTOR, policy_root="1" * 40)
+    log.publish(PublishRequest("t", {"n": 2}, ulid(2), ACTOR, presigned=stale))
+    first, second = log.read("t", 0)
+    sigs = [objects.read_commit(m.commit).trailers["Sig"] for m in (first, second)]
+    assert sigs[0].endswith(pre.signature.hex())
+    assert not sigs[1].endswith(stale.signature.hex())  # re-signed by the log under its own root
