@@ -20,8 +20,10 @@ JetStream push consumer; Redis `XREADGROUP BLOCK`); latency = receive time - sen
 (same host, same clock). Reported p50/p99.
 
 Each measurement is repeated `--runs` times; medians are printed, with GATOS/peer
-ratios. Needs `nats-py` and `redis` in the venv and the `nats-server`/`redis-server`
-binaries (Debian packages) on PATH; nothing is installed by this script.
+ratios. The peers' Python clients (`nats-py`, `redis`) are installed into the running
+interpreter with pip when they are missing (`--no-install` refuses instead); the
+`nats-server` and `redis-server` binaries must be on PATH (Debian: `apt-get install
+nats-server redis-server`; or `go install github.com/nats-io/nats-server/v2@latest`).
 
     .venv/bin/python bench/bench_bus.py --runs 3 --markdown
 """
@@ -334,6 +336,36 @@ async def redis_latency(rate: int, seconds: float, size: int) -> list[float]:
         return lat
 
 
+# -- peers' clients and servers ----------------------------------------------------------------
+
+CLIENTS = {"nats": "nats-py", "redis": "redis"}  # import name -> pip package
+SERVERS = ("nats-server", "redis-server")
+
+
+def ensure_peers(install: bool) -> dict[str, str]:
+    """Import (installing with pip if allowed and needed) the peers' clients; check the
+    servers are on PATH. Returns the versions used, for the report."""
+    import importlib
+    import importlib.metadata
+    import importlib.util
+
+    missing = [pkg for mod, pkg in CLIENTS.items() if importlib.util.find_spec(mod) is None]
+    if missing:
+        if not install:
+            sys.exit(f"missing Python clients {missing}: pip install {' '.join(missing)}")
+        print(f"installing {' '.join(missing)} with pip", file=sys.stderr, flush=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", *missing], check=True)
+        importlib.invalidate_caches()
+    absent = [name for name in SERVERS if shutil.which(name) is None]
+    if absent:
+        sys.exit(f"{', '.join(absent)} not on PATH (Debian: apt-get install {' '.join(absent)})")
+    versions = {pkg: importlib.metadata.version(pkg) for pkg in CLIENTS.values()}
+    for name in SERVERS:
+        out = subprocess.run([name, "--version"], capture_output=True, text=True).stdout.strip()
+        versions[name] = out.splitlines()[0] if out else "?"
+    return versions
+
+
 # -- driver ------------------------------------------------------------------------------------
 
 SYSTEMS = {
@@ -366,10 +398,13 @@ def main() -> int:
     p.add_argument("--rate", type=int, default=1000, help="latency: messages/s")
     p.add_argument("--seconds", type=float, default=5.0, help="latency: seconds per run")
     p.add_argument("--markdown", action="store_true")
+    p.add_argument("--no-install", action="store_true", help="never pip install the peers' clients")
     args = p.parse_args()
+    versions = ensure_peers(not args.no_install)
     results = asyncio.run(main_async(args))
     med = {name: {k: statistics.median(v) for k, v in r.items()} for name, r in results.items()}
-    print(json.dumps({"args": vars(args), "runs": results, "medians": med}, indent=1))
+    print(json.dumps({"args": vars(args), "versions": versions, "load": os.getloadavg(),
+                      "runs": results, "medians": med}, indent=1))
     if args.markdown:
         g = med["gatos"]
         print(f"\n| system | acked publish msg/s | e2e p50 ms | e2e p99 ms |  (medians of {args.runs} runs; "
@@ -380,6 +415,8 @@ def main() -> int:
         for peer in ("jetstream", "redis"):
             print(f"\nGATOS / {peer}: publish {g['rate'] / med[peer]['rate']:.2f}x, "
                   f"p99 {g['p99'] / med[peer]['p99']:.2f}x")
+        print(f"\nload average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
+              f"({os.cpu_count()} CPUs); versions: {', '.join(f'{k} {v}' for k, v in versions.items())}")
     return 0
 
 
