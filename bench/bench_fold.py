@@ -10,7 +10,9 @@ large batches and cached under /tmp (`--cache`). Measured in the same run:
   event bytes, run the Lua program, encode the state) plus building the checkpoint;
 * incremental: the same from a checkpoint, over `--new` events appended after it;
 * peers: a plain Python loop doing the same reduction (a) reading the same journals
-  through the same reader, (b) over events already decoded in memory.
+  through the same reader (`EventReader`: pack files when it can, else the object
+  store port; Event-CID checked; envelope decoded with cbor2), (b) over events
+  already decoded in memory.
 
 Medians of `--rounds` runs.
 """
@@ -31,7 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import policy
 from echo_fold import Folder, parse_spec
 from echo_fold._order import merge
-from echo_fold._source import read_event, walk
+from echo_fold._source import EventReader, decode_event
 from gatosd.node import Node
 from ledger_core import encode_ulid, format_timestamp_ms
 
@@ -85,11 +87,12 @@ def heads_at(folder: Folder, count: int) -> dict[str, Any]:
     """Journal heads after the first `count` events (the data set alternates actors)."""
     heads = folder.journals("bench")
     out = {}
-    for j, ref in enumerate(sorted(heads)):
-        chain = walk(folder.objects, heads[ref], None, j)
-        keep = (count + (1 if j == 0 else 0)) // 2
-        if keep:
-            out[ref] = chain[keep - 1].commit
+    with EventReader.open(folder.objects) as reader:
+        for j, ref in enumerate(sorted(heads)):
+            chain = reader.walk(heads[ref], None, j)
+            keep = (count + (1 if j == 0 else 0)) // 2
+            if keep:
+                out[ref] = chain[keep - 1].commit
     return out
 
 
@@ -141,8 +144,9 @@ def main() -> int:
             assert more.new_events == args.new
 
         t = time.perf_counter()
-        chains = [walk(folder.objects, old_heads[ref], None, j) for j, ref in enumerate(sorted(old_heads))]
-        events = [read_event(folder.objects, h) for h in merge(chains)]
+        with EventReader.open(folder.objects) as reader:
+            chains = [reader.walk(old_heads[ref], None, j) for j, ref in enumerate(sorted(old_heads))]
+            events = [decode_event(h, reader.blob(h)) for h in merge(chains)]
         state_py = python_reduce(events)
         py_io.append(time.perf_counter() - t)
 
@@ -161,13 +165,18 @@ def main() -> int:
         ("Python loop, same reader", n, statistics.median(py_io)),
         ("Python loop, events in memory", n, statistics.median(py_mem)),
     ]
-    print(f"events={n} new={args.new} rounds={args.rounds} incremental reps={args.incr_reps} (medians)")
+    print(f"events={n} new={args.new} rounds={args.rounds} incremental reps={args.incr_reps} (medians); "
+          f"load average at the end {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    print("full rounds: " + ", ".join(f"{x:.1f}" for x in full) + " s; Python loop rounds: "
+          + ", ".join(f"{x:.1f}" for x in py_io) + " s; incremental: "
+          + ", ".join(f"{x * 1000:.1f}" for x in incr) + " ms")
     print(f"{'case':<36} {'events':>9} {'seconds':>9} {'events/s':>11}")
     for name, count, seconds in rows:
         print(f"{name:<36} {count:>9} {seconds:>9.3f} {count / seconds:>11,.0f}")
     full_s, incr_ms = statistics.median(full) * 1e6 / n, statistics.median(incr) * 1000
     print(f"full fold of {n:,}: {statistics.median(full):.1f} s, scaled to 1,000,000: {full_s:.1f} s "
           f"(goal ≤ 10 s: {'met' if full_s <= 10 else 'MISSED'})")
+    print(f"full fold / Python loop, same reader: {statistics.median(full) / statistics.median(py_io):.2f}x")
     print(f"incremental +{args.new}: {incr_ms:.1f} ms median, first {incr_first[0] * 1000:.1f} ms "
           f"(goal ≤ 50 ms for +1,000: {'met' if incr_ms <= 50 else 'MISSED'})")
     return 0

@@ -181,8 +181,8 @@ class Folder:
                 raise NotAncestor(f"journal(s) {sorted(gone)} of the base checkpoint are gone")
         refs = sorted(heads)
         with EventReader.open(self.objects) as reader:
-            tails = [reader.walk(heads[ref], window0.heads.get(ref) if window0 else None, j)
-                     for j, ref in enumerate(refs)]
+            tails = reader.walk_many([(heads[ref], window0.heads.get(ref) if window0 else None)
+                                      for ref in refs])
             return self._order_and_run(spec, heads, refs, tails, base, window0, progress, until,
                                        require_extends, reader)
 

@@ -2,9 +2,8 @@
 
 A full fold reads three objects per event (commit, tree, event blob). Through
 libgit2 each read is a separate lookup costing 10-20 µs in a repository with
-millions of objects; here each pack index is read once per fold (lazily, as one
-tuple of ids searched with `bisect`) and objects are inflated from memory-mapped
-packs.
+millions of objects; here each pack index is read once per fold (lazily, into a
+dictionary) and objects are inflated from memory-mapped packs.
 
 Only whole objects are read (the ledger's group commit writes no deltas). Anything
 else — a loose object, a delta, an unknown index version, a pack that went away —
@@ -28,7 +27,6 @@ import mmap
 import os
 import struct
 import zlib
-from bisect import bisect_left
 from typing import Any
 
 _IDX_MAGIC = b"\xfftOc"
@@ -37,68 +35,60 @@ _HEADERS = {_COMMIT: b"commit ", _TREE: b"tree ", _BLOB: b"blob "}
 
 
 class _Pack:
-    """One pack: its mapped bytes and, once asked, its sorted ids and their offsets."""
+    """One pack: its mapped bytes and, once asked, an id -> offset dictionary."""
 
-    __slots__ = ("data", "fanout", "ids", "idx_path", "offsets", "pack_path")
+    __slots__ = ("data", "idx_path", "index", "pack_path")
 
     def __init__(self, idx_path: str, pack_path: str) -> None:
         self.idx_path = idx_path
         self.pack_path = pack_path
         self.data: Any = None
-        self.ids: tuple[bytes, ...] | None = None
-        self.offsets: tuple[int, ...] = ()
-        self.fanout: tuple[int, ...] = ()
+        self.index: dict[bytes, int] | None = None
 
-    def load(self) -> tuple[bytes, ...]:
-        """Map the pack and read its index (v2 only; anything else leaves it empty)."""
-        self.ids = ()
+    def load(self) -> dict[bytes, int]:
+        """Map the pack and read its index (v2 only; anything else leaves it empty).
+
+        A dictionary costs about 0.4 µs per object to build and answers in 0.1 µs;
+        a `bisect` over the sorted ids costs a third to build and 1.3 µs per lookup.
+        A fold looks up three objects per event, most packs hold four per event.
+        """
+        empty: dict[bytes, int] = {}
         try:
             with open(self.idx_path, "rb") as handle:
                 idx = handle.read()
             with open(self.pack_path, "rb") as handle:
                 data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
         except (OSError, ValueError):
-            return self.ids
+            self.index = empty
+            return empty
         if idx[:8] != _IDX_MAGIC + b"\0\0\0\2" or len(idx) < 8 + 1024 or data[:4] != b"PACK":
             data.close()
-            return self.ids
-        fanout = struct.unpack_from(">256I", idx, 8)
-        count = fanout[255]
+            self.index = empty
+            return empty
+        count = struct.unpack_from(">I", idx, 8 + 255 * 4)[0]
         ids_at = 8 + 1024
         offsets_at = ids_at + 24 * count
         large_at = offsets_at + 4 * count
         if len(idx) < large_at + 40:
             data.close()
-            return self.ids
+            self.index = empty
+            return empty
         offsets = struct.unpack_from(f">{count}I", idx, offsets_at)
         if count and max(offsets) & 0x80000000:  # packs over 2 GiB: 64-bit offset table
             offsets = tuple(o if not o & 0x80000000 else
                             struct.unpack_from(">Q", idx, large_at + 8 * (o & 0x7FFFFFFF))[0]
                             for o in offsets)
-        self.fanout = (0, *fanout)
-        self.offsets = offsets
+        index = dict(zip(struct.unpack_from("20s" * count, idx, ids_at), offsets, strict=True))
         self.data = data
-        self.ids = struct.unpack_from("20s" * count, idx, ids_at)
-        return self.ids
-
-    def find(self, key: bytes) -> int | None:
-        """The offset of object `key` in this pack, or None."""
-        ids = self.ids if self.ids is not None else self.load()
-        if not ids:
-            return None
-        first = key[0]
-        hi = self.fanout[first + 1]
-        i = bisect_left(ids, key, self.fanout[first], hi)
-        if i < hi and ids[i] == key:
-            return self.offsets[i]
-        return None
+        self.index = index
+        return index
 
     def close(self) -> None:
         if self.data is not None:
             with contextlib.suppress(BufferError, ValueError):
                 self.data.close()
         self.data = None
-        self.ids = None
+        self.index = None
 
 
 def _mtime(pack: _Pack) -> float:
@@ -131,15 +121,11 @@ class PackReader:
         self._last = None
 
     def _locate(self, key: bytes) -> tuple[_Pack, int] | None:
-        last = self._last
-        if last is not None:
-            offset = last.find(key)
-            if offset is not None:
-                return last, offset
         for pack in self.packs:
-            if pack is last:
-                continue
-            offset = pack.find(key)
+            index = pack.index
+            if index is None:
+                index = pack.load()
+            offset = index.get(key)
             if offset is not None:
                 self._last = pack
                 return pack, offset
@@ -147,11 +133,14 @@ class PackReader:
 
     def read(self, key: bytes, kind: int) -> bytes | None:
         """The body of object `key` if it is a whole object of type `kind` in a pack, else None."""
-        found = self._locate(key)
-        if found is None:
-            self.misses += 1
-            return None
-        pack, offset = found
+        pack = self._last
+        offset = pack.index.get(key) if pack is not None and pack.index is not None else None
+        if offset is None:  # not in the pack of the previous object (the usual hit)
+            found = self._locate(key)
+            if found is None:
+                self.misses += 1
+                return None
+            pack, offset = found
         data = pack.data
         try:
             byte = data[offset]

@@ -81,7 +81,7 @@ def state_at(folder: Folder, spec: FoldSpec, event: str) -> TravelResult:
 
 def _state_at(folder: Folder, spec: FoldSpec, event: str, heads: dict[str, ObjectId], refs: list[str],
               reader: EventReader) -> TravelResult:
-    chains = [reader.walk(heads[ref], None, j) for j, ref in enumerate(refs)]
+    chains = reader.walk_many([(heads[ref], None) for ref in refs])
     order = merge(chains)
     target = _target(order, event)
     index = [{h.commit: i for i, h in enumerate(chain)} for chain in chains]

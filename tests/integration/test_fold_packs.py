@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from echo_fold import Folder, _packs, parse_spec
-from echo_fold._source import EventReader, cid_matches
+from echo_fold._source import EventReader, NotAncestor, cid_matches
 from gatosd.node import Node
 from ledger_core import encode_ulid, event_cid, format_timestamp_ms
 from ledger_core.errors import LedgerError
@@ -107,7 +107,7 @@ def test_packs_and_port_agree(repo: Path, packs_always: None, monkeypatch: pytes
 
 
 def test_packs_read_what_they_can_and_leave_the_rest_to_the_port(
-        repo: Path, packs_always: None) -> None:
+        repo: Path, packs_always: None, monkeypatch: pytest.MonkeyPatch) -> None:
     node = Node.open(str(repo))
     heads = dict(node.repo.refs.list("refs/gatos/journal/finance/"))
     with EventReader.open(node.repo.objects) as reader:
@@ -117,6 +117,21 @@ def test_packs_read_what_they_can_and_leave_the_rest_to_the_port(
         # the five loose events (commit, tree, blob each) went through the port
         assert reader.packs.misses == 15
     assert all(event_cid(b) == h.cid for b, h in zip(blobs, [h for c in chains for h in c], strict=True))
+
+
+def test_walks_from_packs_and_port_agree(repo: Path, packs_always: None) -> None:
+    node = Node.open(str(repo))
+    heads = dict(node.repo.refs.list("refs/gatos/journal/finance/"))
+    jobs = [(heads[ref], None) for ref in sorted(heads)]
+    with EventReader.open(node.repo.objects) as reader:
+        got = reader.walk_many(jobs)
+    with EventReader(node.repo.objects) as port:
+        assert got == port.walk_many(jobs)
+    with EventReader.open(node.repo.objects) as reader:
+        middle = got[1][40]
+        assert reader.walk_many([(heads[sorted(heads)[1]], middle.commit)], first=1)[0] == got[1][41:]
+        with pytest.raises(NotAncestor):
+            reader.walk_many([(heads[sorted(heads)[0]], middle.commit)])
 
 
 def test_after_git_repack_deltas_fall_back_to_the_port(
