@@ -247,6 +247,24 @@ class BadProof(JobFailed):
     code = "BAD_PROOF"
 
 
+class CacheFailed(GatosError):
+    """A cache request could not be served (root of the cache codes)."""
+
+    code = "CACHE_ERROR"
+
+
+class InvalidQuery(CacheFailed):
+    code = "INVALID_QUERY"
+
+
+class InvalidIndexSpec(CacheFailed):
+    code = "INVALID_INDEX_SPEC"
+
+
+class CorruptIndex(CacheFailed):
+    code = "CORRUPT_INDEX"
+
+
 # -- local failures: raised by the client itself, never sent by a daemon ----------------
 
 
@@ -280,7 +298,7 @@ _WIRE_CLASSES: tuple[type[GatosError], ...] = (
     ProofMismatch, RefInTheWay, ShuttingDown, StorageFailed, Timeout, TooLarge, UlidReused, Unauthorized,
     UnknownActor, UnknownGroup, UnknownSigAlg, UnknownType,
     JobFailed, InvalidJob, JobNotFound, ClaimLost, JobFinished, BlobNotFound, BlobCorrupt, RunnerUnavailable,
-    BadProof,
+    BadProof, CacheFailed, InvalidQuery, InvalidIndexSpec, CorruptIndex,
 )
 
 CODE_TO_ERROR: dict[str, type[GatosError]] = {cls.code: cls for cls in _WIRE_CLASSES}

@@ -64,4 +64,6 @@ WIRE_CODES: tuple[str, ...] = (
     # the job plane (compute.errors)
     "BAD_PROOF", "BLOB_CORRUPT", "BLOB_NOT_FOUND", "CLAIM_LOST", "INVALID_JOB", "JOB_ERROR", "JOB_FINISHED",
     "JOB_NOT_FOUND", "RUNNER_UNAVAILABLE",
+    # the cache plane (kv_cache.errors)
+    "CACHE_ERROR", "CORRUPT_INDEX", "INVALID_INDEX_SPEC", "INVALID_QUERY",
 )
