@@ -67,7 +67,11 @@ class GitObjectStore(ObjectStore):
             self._folders.add(folder)
         body = compress(f"{obj.kind} {len(obj.data)}\0".encode() + obj.data, self.store_below)
         tmp = f"{folder}/tmp_obj_{os.getpid()}_{threading.get_ident()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o444)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o444)
+        except FileNotFoundError:  # `git gc --prune` removed the (then empty) folder
+            os.makedirs(folder, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o444)
         try:
             os.write(fd, body)
             if self.durable:

@@ -20,6 +20,7 @@ from ledger_core import ObjectId, RefLock, RefName, RefStore, validate_ref_name
 from ledger_core._gitobj import validate_oid
 from ledger_core.errors import (
     CorruptObject,
+    RefConflict,
     RefInTheWay,
     RefLocked,
     StorageError,
@@ -170,6 +171,64 @@ class FileRefStore(RefStore):
             held.release()
             raise
         return held
+
+
+    def delete(self, name: RefName, expected: ObjectId) -> None:
+        """Delete `name` if it holds `expected`, under its lock as Git does.
+
+        A packed copy is dropped from `packed-refs` first (under `packed-refs.lock`),
+        then the loose file: a crash in between leaves the loose ref, still valid.
+
+        Raises:
+            RefConflict: the ref holds another value (nothing changed).
+            RefLocked: the ref or `packed-refs` is locked by another writer.
+            StorageError: I/O failure.
+        """
+        with self.lock(name) as held:
+            if held.old != expected:
+                raise RefConflict(name, expected, held.old)
+            try:
+                if name in self._packed_refs():
+                    self._drop_packed(name)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self._path(name))
+            except OSError as exc:
+                raise StorageError(f"deleting ref {name}: {exc.strerror}") from exc
+            self._loose_cache.pop(name, None)
+            if self.durable:
+                _fsync_dir(os.path.dirname(self._path(name)))
+
+    def _drop_packed(self, name: str) -> None:
+        path = os.path.join(self.git_dir, "packed-refs")
+        lock = path + ".lock"
+        try:
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            raise _locked("packed-refs", lock, self.stale_after) from None
+        try:
+            with open(path, encoding="utf-8") as handle:
+                lines = handle.readlines()
+            kept: list[str] = []
+            dropping = False
+            for line in lines:
+                if line.startswith("^"):  # the peeled value of the line before
+                    if not dropping:
+                        kept.append(line)
+                    continue
+                dropping = line.rstrip("\n").partition(" ")[2] == name
+                if not dropping:
+                    kept.append(line)
+            os.write(fd, "".join(kept).encode("utf-8"))
+            if self.durable:
+                os.fsync(fd)
+            os.close(fd)
+            fd = -1
+            os.replace(lock, path)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(lock)
 
 
 class _FileRefLock(RefLock):

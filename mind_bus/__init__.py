@@ -30,7 +30,9 @@ from mind_bus._names import (
     DLQ_PREFIX,
     MBUS_PREFIX,
     ack_ref,
+    current_shards,
     dlq_topic,
+    parse_shard_generation,
     parse_shard_ref,
     shard_prefix,
     shard_ref,
@@ -39,7 +41,14 @@ from mind_bus._names import (
     writer_lock_ref,
 )
 from mind_bus._positions import parse_from, start_positions
-from mind_bus._retention import SUMMARY_FILE, merkle_root, prune_shard, prune_topic, read_summary
+from mind_bus._retention import (
+    SUMMARY_FILE,
+    merkle_root,
+    prune_shard,
+    prune_topic,
+    read_summary,
+    retire_generations,
+)
 from mind_bus._store import BusGate, BusLog, Exclusive, PlannedBatch, PublishRequest, PublishResult, Signer
 from mind_bus.errors import (
     BusError,
@@ -85,6 +94,7 @@ __all__ = [
     "UnknownGroup",
     "ack_commit",
     "ack_ref",
+    "current_shards",
     "body_hash",
     "check_message",
     "config_path",
@@ -94,11 +104,13 @@ __all__ = [
     "message_event",
     "parse_from",
     "presign",
+    "parse_shard_generation",
     "parse_shard_ref",
     "prune_shard",
     "prune_topic",
     "read_message",
     "read_summary",
+    "retire_generations",
     "shard_for_key",
     "shard_prefix",
     "shard_ref",

@@ -16,7 +16,7 @@ leaf, whatever the topics are.
 
 from __future__ import annotations
 
-from ledger_core import RefName, validate_component
+from ledger_core import ObjectId, RefName, validate_component
 from ledger_core.errors import InvalidName
 from mind_bus.errors import InvalidTopic
 
@@ -49,11 +49,12 @@ def validate_group(group: object) -> str:
         raise InvalidTopic(exc.reason) from None
 
 
-def shard_ref(topic: str, shard: int) -> RefName:
-    """The ref of one shard of a topic."""
+def shard_ref(topic: str, shard: int, generation: int = 0) -> RefName:
+    """The ref of one shard of a topic: `-<shard>`, or `-<shard>.<generation>` after pruning."""
     if not 0 <= shard < MAX_SHARDS:
         raise InvalidTopic(f"shard {shard} is outside 0..{MAX_SHARDS - 1}")
-    return RefName(f"{MBUS_PREFIX}{validate_topic(topic)}/-{shard}")
+    leaf = f"-{shard}" if generation == 0 else f"-{shard}.{generation}"
+    return RefName(f"{MBUS_PREFIX}{validate_topic(topic)}/{leaf}")
 
 
 def writer_lock_ref(topic: str) -> RefName:
@@ -70,14 +71,35 @@ def shard_prefix(topic: str) -> str:
     return f"{MBUS_PREFIX}{validate_topic(topic)}/-"
 
 
-def parse_shard_ref(ref: str) -> tuple[str, int]:
-    """Inverse of `shard_ref`."""
+def parse_shard_generation(ref: str) -> tuple[str, int, int]:
+    """Inverse of `shard_ref`: (topic, shard, generation)."""
     if not ref.startswith(MBUS_PREFIX) or "/-" not in ref:
         raise InvalidTopic(f"{ref!r} is not a shard ref")
-    topic, _, shard = ref[len(MBUS_PREFIX):].rpartition("/-")
-    if not shard.isdigit():
+    topic, _, leaf = ref[len(MBUS_PREFIX):].rpartition("/-")
+    shard, dot, generation = leaf.partition(".")
+    if not shard.isdigit() or (dot and not generation.isdigit()):
         raise InvalidTopic(f"{ref!r} is not a shard ref")
-    return validate_topic(topic), int(shard)
+    return validate_topic(topic), int(shard), int(generation or 0)
+
+
+def parse_shard_ref(ref: str) -> tuple[str, int]:
+    """Inverse of `shard_ref`: (topic, shard)."""
+    topic, shard, _ = parse_shard_generation(ref)
+    return topic, shard
+
+
+def current_shards(listed: dict[RefName, ObjectId]) -> dict[int, tuple[RefName, ObjectId]]:
+    """Of a listing of a topic's shard refs, each shard's newest generation (ref, head).
+
+    Pruning starts a shard's next generation ref and then deletes the old one; if it
+    was stopped in between, both exist and the newer one is the shard.
+    """
+    best: dict[int, tuple[int, RefName, ObjectId]] = {}
+    for ref, oid in listed.items():
+        _, shard, generation = parse_shard_generation(ref)
+        if shard not in best or generation > best[shard][0]:
+            best[shard] = (generation, ref, oid)
+    return {shard: (ref, oid) for shard, (_, ref, oid) in best.items()}
 
 
 def ack_ref(topic: str, group: str) -> RefName:
@@ -90,6 +112,6 @@ def dlq_topic(topic: str) -> str:
     return validate_topic(DLQ_PREFIX + validate_topic(topic))
 
 
-__all__ = ["ACK_PREFIX", "DLQ_PREFIX", "MAX_SHARDS", "MBUS_PREFIX", "ack_ref", "dlq_topic",
-           "parse_shard_ref", "shard_prefix", "shard_ref", "validate_group", "validate_topic",
-           "writer_lock_ref"]
+__all__ = ["ACK_PREFIX", "DLQ_PREFIX", "MAX_SHARDS", "MBUS_PREFIX", "ack_ref", "current_shards",
+           "dlq_topic", "parse_shard_generation", "parse_shard_ref", "shard_prefix", "shard_ref",
+           "validate_group", "validate_topic", "writer_lock_ref"]

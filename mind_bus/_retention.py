@@ -11,10 +11,16 @@ Pruning removes whole sealed segments whose newest message is older than the TTL
 * the retained messages are re-parented onto it: same trees, same messages and times,
   so their positions, ULIDs and signatures are unchanged (only commit ids change).
 
-This is the one ref move of the bus that is not a fast-forward, and the reason
-consumers and acks name positions and ULIDs, never commit ids. Anyone who kept the
-pruned messages can check them against the Merkle root; the retained chain verifies
-as before. Pruned objects become unreachable and `git gc` removes them.
+No ref is ever moved backwards or sideways (SPEC §4: refs only move forward): the new
+chain goes to the shard's next *generation* ref, `-<shard>.<g+1>` (`-<shard>` is
+generation 0), created from nothing, and then the old generation ref is deleted
+(`retire_generations`). Readers take each shard's newest generation, so a prune stopped
+between the two steps leaves a valid shard; the next prune deletes the leftover. A
+mirror fetching the refs sees refs that fast-forward, appear or disappear, never a
+forced update. Consumers and acks name positions and ULIDs, never commit ids, so they
+are unaffected. Anyone who kept the pruned messages can check them against the Merkle
+root; the retained chain verifies as before. Pruned objects become unreachable once the
+old generation is deleted, and `git gc` removes them.
 """
 
 from __future__ import annotations
@@ -39,9 +45,9 @@ from ledger_core import (
     ulid_ms,
 )
 from ledger_core._gitobj import MODE_BLOB, format_trailers
-from ledger_core.errors import RefConflict
+from ledger_core.errors import LedgerError, RefConflict
 from mind_bus._message import is_summary
-from mind_bus._names import shard_ref, writer_lock_ref
+from mind_bus._names import current_shards, parse_shard_generation, shard_prefix, shard_ref, writer_lock_ref
 
 SUMMARY_FILE = "summary.json"
 SUMMARY_TYPE = "gmb.summary"
@@ -83,8 +89,11 @@ def prune_shard(objects: ObjectStore, refs: RefStore, topic: str, shard: int, *,
     Raises:
         RefConflict: the shard moved while it was being pruned (nothing changed; retry).
     """
-    ref = shard_ref(topic, shard)
-    head = refs.get(ref)
+    current = current_shards(refs.list(shard_prefix(topic))).get(shard)
+    if current is None:
+        return None
+    ref, head = current
+    generation = parse_shard_generation(ref)[2]
     chain: list[tuple[ObjectId, Commit]] = []
     previous: dict[str, Any] | None = None
     oid = head
@@ -141,11 +150,38 @@ def prune_shard(objects: ObjectStore, refs: RefStore, topic: str, shard: int, *,
         new_objects.append(rewritten)
         parent = rewritten.oid
     objects.write_many(new_objects)
-    with refs.lock(ref) as held:
-        if held.old != head:
-            raise RefConflict(ref, head, held.old)
+    new_ref = shard_ref(topic, shard, generation + 1)
+    with refs.lock(new_ref) as held:
+        if held.old is not None:
+            raise RefConflict(new_ref, None, held.old)
+        if refs.get(ref) != head:
+            raise RefConflict(ref, head, refs.get(ref))
         held.commit(parent)
-    return {**summary, "summary_commit": summary_commit.oid, "head": parent}
+    retire_generations(refs, topic, shard)
+    return {**summary, "summary_commit": summary_commit.oid, "head": parent, "ref": new_ref}
+
+
+def retire_generations(refs: RefStore, topic: str, shard: int) -> list[str]:
+    """Delete a shard's refs older than its newest generation; the refs deleted.
+
+    Needs a ref store that can delete (`delete(name, expected)`, as `ledger_git`'s
+    has); with one that cannot, old generations stay, harmless but keeping their
+    history reachable. A ref that moved or is locked is left for the next prune.
+    """
+    delete = getattr(refs, "delete", None)
+    listed = refs.list(shard_prefix(topic))
+    newest = current_shards(listed).get(shard)
+    if delete is None or newest is None:
+        return []
+    gone = []
+    for ref, oid in listed.items():
+        if ref != newest[0] and parse_shard_generation(ref)[1] == shard:
+            try:
+                delete(ref, oid)
+                gone.append(ref)
+            except LedgerError:
+                continue
+    return gone
 
 
 def prune_topic(objects: ObjectStore, refs: RefStore, topic: str, shards: list[int], *,
@@ -165,4 +201,4 @@ def prune_topic(objects: ObjectStore, refs: RefStore, topic: str, shards: list[i
     return out
 
 
-__all__ = ["SUMMARY_FILE", "merkle_root", "prune_shard", "prune_topic", "read_summary"]
+__all__ = ["SUMMARY_FILE", "merkle_root", "prune_shard", "prune_topic", "read_summary", "retire_generations"]

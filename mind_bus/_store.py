@@ -49,7 +49,7 @@ from mind_bus._message import (
     message_event,
     read_message,
 )
-from mind_bus._names import parse_shard_ref, shard_prefix, shard_ref, validate_topic, writer_lock_ref
+from mind_bus._names import current_shards, shard_prefix, shard_ref, validate_topic, writer_lock_ref
 from mind_bus.errors import UlidConflict
 
 BusGate = Callable[[str, str, str], None]
@@ -334,10 +334,14 @@ class BusLog:
         if cached is not None and cached[0] is config:
             return cached[1]
         refs = {shard: shard_ref(topic, shard) for shard in range(config.shards)}
-        for ref in self.refs.list(shard_prefix(topic)):
-            refs.setdefault(parse_shard_ref(ref)[1], ref)
+        for shard, (ref, _oid) in self._current(topic).items():
+            refs[shard] = ref
         self._listed[topic] = (config, refs)
         return refs
+
+    def _current(self, topic: str) -> dict[int, tuple[RefName, ObjectId]]:
+        """Each shard's current ref (its newest generation) and head."""
+        return current_shards(self.refs.list(shard_prefix(topic)))
 
     def exclusive(self, topic: str) -> AbstractContextManager[object]:
         """The topic's writer exclusion: the injected one, else the topic's writer ref lock.
@@ -480,10 +484,8 @@ class BusLog:
 
     def shard_heads(self, topic: str) -> dict[int, int]:
         """shard → position of its newest message (0 when empty)."""
-        out: dict[int, int] = {}
-        for ref, oid in self.refs.list(shard_prefix(topic)).items():
-            out[parse_shard_ref(ref)[1]] = _head_from_commit(self.objects, oid).position
-        return out
+        return {shard: _head_from_commit(self.objects, oid).position
+                for shard, (_ref, oid) in self._current(topic).items()}
 
     def read(self, topic: str, shard: int, start: int = 1, end: int | None = None
              ) -> list[StoredMessage]:
@@ -491,7 +493,7 @@ class BusLog:
 
         Pruned positions are skipped: reading starts at the first retained message.
         """
-        oid = self.refs.get(shard_ref(topic, shard))
+        oid = self._current(topic).get(shard, (None, None))[1]
         commits = []
         while oid is not None:
             commit = self.objects.read_commit(oid)
@@ -507,7 +509,7 @@ class BusLog:
 
     def first_at_or_after(self, topic: str, shard: int, ulid: str) -> int:
         """The position of the shard's first message whose ULID sorts at or after `ulid`."""
-        oid = self.refs.get(shard_ref(topic, shard))
+        oid = self._current(topic).get(shard, (None, None))[1]
         position = _head_from_commit(self.objects, oid).position + 1
         while oid is not None:
             commit = self.objects.read_commit(oid)
@@ -519,8 +521,7 @@ class BusLog:
 
     def find(self, topic: str, ulid: str) -> StoredMessage | None:
         """The message with this ULID (newest first search over every shard), or None."""
-        for ref, oid in self.refs.list(shard_prefix(topic)).items():
-            del ref
+        for _ref, oid in self._current(topic).values():
             cur: ObjectId | None = oid
             while cur is not None:
                 commit = self.objects.read_commit(cur)

@@ -224,6 +224,10 @@ def test_prune_through_the_daemon(tmp_path: Path) -> None:
                 assert [m["position"] for m in messages(c, 2)] == [5, 6]
         finally:
             d.stop()
-    subjects = git(repo, "log", "--format=%s", "refs/gatos/mbus/old/-0").split()
+    # The retained chain is the shard's next generation ref; generation 0 was deleted,
+    # never rewritten (refs only move forward, appear or disappear).
+    subjects = git(repo, "log", "--format=%s", "refs/gatos/mbus/old/-0.1").split()
     assert subjects == ["gmb.message", "gmb.message", "gmb.summary"]
+    assert git(repo, "for-each-ref", "--format=%(refname)", "refs/gatos/mbus/old/").split() == [
+        "refs/gatos/mbus/old/-0.1"]
     git(repo, "fsck", "--strict")

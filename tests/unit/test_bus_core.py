@@ -246,7 +246,9 @@ def test_prune_leaves_a_verifiable_summary() -> None:
     after = log.read("t", 0)
     assert [(m.position, m.ulid, m.payload) for m in after] == [
         (m.position, m.ulid, m.payload) for m in before[8:]]
-    root = objects.read_commit(refs.get(shard_ref("t", 0)))  # type: ignore[arg-type]
+    # The new chain is the shard's next generation ref; the old one is never rewritten.
+    assert refs.get(shard_ref("t", 0)) == before[-1].commit
+    root = objects.read_commit(refs.get(shard_ref("t", 0, 1)))  # type: ignore[arg-type]
     oid = objects.read_commit(root.parents[0]).parents[0]  # head = 10, its parent 9, then the summary
     assert is_summary(objects.read_commit(oid))
     assert read_summary(objects, objects.read_commit(oid))["merkle_root"] == summary["merkle_root"]
@@ -418,3 +420,17 @@ def test_presigned_requests_are_used_unless_the_policy_root_moved() -> None:
     sigs = [objects.read_commit(m.commit).trailers["Sig"] for m in (first, second)]
     assert sigs[0].endswith(pre.signature.hex())
     assert not sigs[1].endswith(stale.signature.hex())  # re-signed by the log under its own root
+
+
+def test_shard_generations_parse_and_the_newest_wins() -> None:
+    """`-<shard>.<g>` is generation g of a shard; the newest generation is the shard."""
+    from mind_bus import current_shards, parse_shard_generation
+    assert shard_ref("a/b", 3, 2) == "refs/gatos/mbus/a/b/-3.2"
+    assert parse_shard_generation("refs/gatos/mbus/a/b/-3.2") == ("a/b", 3, 2)
+    assert parse_shard_generation("refs/gatos/mbus/a/b/-3") == ("a/b", 3, 0)
+    for bad in ("refs/gatos/mbus/a/-3.", "refs/gatos/mbus/a/-3.x", "refs/gatos/mbus/a/-writer"):
+        with pytest.raises(InvalidTopic):
+            parse_shard_generation(bad)
+    listed = {shard_ref("t", 0): "a" * 40, shard_ref("t", 0, 2): "b" * 40, shard_ref("t", 1): "c" * 40}
+    assert current_shards(listed) == {0: (shard_ref("t", 0, 2), "b" * 40),  # type: ignore[arg-type]
+                                      1: (shard_ref("t", 1), "c" * 40)}
