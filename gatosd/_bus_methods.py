@@ -315,6 +315,8 @@ class BusMethods:
                     state.skip(take.shard, take.position)  # pruned: nothing to deliver there
                     continue
                 message = found[1]
+                if rt is not None and take.delivery > 1 and state.version > rt.stored:
+                    await self._persist(topic, group or "", rt)  # its count, before it goes out
                 state.bind(take.shard, take.position, message["ulid"])
                 out = {"type": "bus.message", **message, "delivery": take.delivery}
                 if group is not None:

@@ -15,9 +15,13 @@ member. `expire(now)` returns overdue messages to the redelivery queue, or — a
 `max_deliver` deliveries — finishes them as dead letters for the caller to publish.
 A member that leaves gives its pending messages back at once.
 
-Only `floor` and `acked` are durable (`offsets()` / `load()`): after a restart the
-cursor is the floor, so everything not acked is delivered again (at-least-once), and
-delivery counts start over. Time is the injected `clock` (seconds); nothing sleeps.
+Durable (`offsets()` / `load()`): `floor`, `acked`, and the delivery count of every
+message delivered more than once and not finished (`deliveries`). After a restart the
+cursor is the floor, so everything not acked is delivered again (at-least-once); a
+redelivered message goes on counting from its stored count, so `max_deliver` holds
+across restarts (a message delivered once only starts again at 1). A redelivery bumps
+`version`: the daemon stores the count before it sends the message. Time is the
+injected `clock` (seconds); nothing sleeps.
 """
 
 from __future__ import annotations
@@ -73,7 +77,8 @@ class GroupState:
         self.redeliver: deque[tuple[int, int]] = deque()
         self.in_flight: dict[object, int] = {}
         self._rr = 0
-        self.version = 0  # bumps on every change of the durable part (floor/acked)
+        self.version = 0  # bumps on every change of the durable part (floor/acked/deliveries)
+        self.stored_deliveries: dict[tuple[int, int], int] = {}  # loaded counts, not yet redelivered
 
     # -- durable part ----------------------------------------------------------------
 
@@ -85,12 +90,26 @@ class GroupState:
     def load(self, offsets: dict[str, Any]) -> None:
         """Resume from `offsets()` as stored: cursor = floor, acked positions skipped."""
         for key, item in offsets.get("shards", {}).items():
-            self.shards[int(key)] = _Shard(floor=int(item["floor"]), acked=set(item["acked"]),
-                                           cursor=int(item["floor"]))
+            shard = int(key)
+            self.shards[shard] = _Shard(floor=int(item["floor"]), acked=set(item["acked"]),
+                                        cursor=int(item["floor"]))
+            for position, count in item.get("deliveries", {}).items():
+                self.stored_deliveries[(shard, int(position))] = int(count)
 
     def offsets(self) -> dict[str, Any]:
-        return {"shards": {str(s): {"floor": st.floor, "acked": sorted(st.acked)}
-                           for s, st in sorted(self.shards.items())}}
+        counts: dict[int, dict[str, int]] = {}
+        for (shard, position), count in self.stored_deliveries.items():
+            counts.setdefault(shard, {})[str(position)] = count
+        for (shard, position), item in self.pending.items():
+            if item.deliveries > 1:
+                counts.setdefault(shard, {})[str(position)] = item.deliveries
+        out: dict[str, Any] = {}
+        for s, st in sorted(self.shards.items()):
+            entry: dict[str, Any] = {"floor": st.floor, "acked": sorted(st.acked)}
+            if counts.get(s):
+                entry["deliveries"] = {p: counts[s][p] for p in sorted(counts[s], key=int)}
+            out[str(s)] = entry
+        return {"shards": out}
 
     def _shard(self, shard: int) -> _Shard:
         st = self.shards.get(shard)
@@ -127,7 +146,8 @@ class GroupState:
                 self._rr = (self._rr + i + 1) % len(shards)
                 if self.ack_none:
                     return Take(shard, position, 1)
-                item = Pending(shard, position, None, 0, 0.0)
+                item = Pending(shard, position, None,
+                               self.stored_deliveries.pop((shard, position), 0), 0.0)
                 self.pending[(shard, position)] = item
                 return self._hand(member, item)
         return None
@@ -135,6 +155,8 @@ class GroupState:
     def _hand(self, member: object, item: Pending) -> Take:
         item.member = member
         item.deliveries += 1
+        if item.deliveries > 1:
+            self.version += 1  # the count is durable: store it before sending
         item.deadline = self._clock() + self.ack_wait
         self.in_flight[member] = self.in_flight.get(member, 0) + 1
         return Take(item.shard, item.position, item.deliveries)
@@ -230,6 +252,7 @@ class GroupState:
             self.by_ulid.pop(item.ulid, None)
 
     def _finish(self, shard: int, position: int) -> None:
+        self.stored_deliveries.pop((shard, position), None)
         st = self._shard(shard)
         if position < st.floor:
             return

@@ -434,3 +434,32 @@ def test_shard_generations_parse_and_the_newest_wins() -> None:
     listed = {shard_ref("t", 0): "a" * 40, shard_ref("t", 0, 2): "b" * 40, shard_ref("t", 1): "c" * 40}
     assert current_shards(listed) == {0: (shard_ref("t", 0, 2), "b" * 40),  # type: ignore[arg-type]
                                       1: (shard_ref("t", 1), "c" * 40)}
+
+
+def test_redelivery_counts_survive_a_reload() -> None:
+    """A redelivered message's count is durable (version bumps before it is sent); after a
+    reload it goes on counting, so max_deliver holds across restarts."""
+    clock = Clock()
+    g = GroupState("t", "g", clock=clock, ack_wait=5, max_deliver=3)
+    g.start_at({0: 1})
+    a = object()
+    assert g.take(a, {0: 2}, 10).delivery == 1  # type: ignore[union-attr]
+    assert g.take(a, {0: 2}, 10).delivery == 1  # type: ignore[union-attr]
+    version = g.version
+    clock.now += 5.1
+    g.expire()
+    again = g.take(a, {0: 2}, 10)
+    assert again is not None and again.delivery == 2 and g.version > version
+    stored = g.offsets()
+    assert stored["shards"]["0"]["deliveries"] == {str(again.position): 2}
+    # A restart: position 1 or 2 (delivered once) starts at 1 again; the other goes on at 3.
+    h = GroupState("t", "g", clock=clock, ack_wait=5, max_deliver=3)
+    h.load(stored)
+    b = object()
+    counts = {t.position: t.delivery for t in (h.take(b, {0: 2}, 10), h.take(b, {0: 2}, 10))}  # type: ignore[union-attr]
+    assert counts[again.position] == 3 and counts[3 - again.position] == 1
+    clock.now += 5.1
+    dead = h.expire()
+    assert [(d.position, d.deliveries) for d in dead] == [(again.position, 3)]
+    assert "deliveries" not in h.offsets()["shards"]["0"] or str(again.position) not in (
+        h.offsets()["shards"]["0"]["deliveries"])
