@@ -49,6 +49,7 @@ from ledger_core import (
 from ledger_core.errors import Conflict, LedgerError, NotFound, RefConflict
 
 BATCH = 4096
+PACK_IDS = True  # send ulid, cid, commit packed in one string per batch (tests turn it off)
 BASE_SEARCH = 256
 POLICY_ACTIVE_REF = "refs/gatos/policies/active"
 Progress = Callable[[int, int], None]
@@ -222,16 +223,28 @@ class Folder:
         if base is not None:
             sandbox.restore(self.stored_state(base, spec.ns, spec.channels))
         policy_root = base.first("Policy-Root") or ZERO_OID if base else ZERO_OID
-        # One batch: its headers, and the flat fields `Sandbox.run_flat` takes.
+        # One batch: its headers, and the fields `Sandbox.run_flat` takes: six per event
+        # in `flat`, and ulid, cid and commit in `ids` (sent packed in one string when
+        # they all have their usual lengths, as three strings per event otherwise).
         headers: list[Header] = []
         flat: list[Any] = []
+        ids: list[str] = []
+        fixed = True
         done = 0
 
         def flush() -> None:
-            nonlocal batch_base
+            nonlocal batch_base, fixed
             count = len(headers)
+            packed = "".join(ids) if fixed and PACK_IDS else None
             try:
-                sandbox.run_flat(flat, count, batch_base)
+                if packed is not None and packed.isascii():
+                    sandbox.run_flat(flat, count, batch_base, packed)
+                else:
+                    nonets: list[Any] = []
+                    for i in range(count):
+                        f, u = flat[6 * i:6 * i + 6], ids[3 * i:3 * i + 3]
+                        nonets += (f[0], u[0], u[1], f[1], u[2], f[2], f[3], f[4], f[5])
+                    sandbox.run_flat(nonets, count, batch_base)
             except ProgramError as exc:
                 at = sandbox.failed_at() - batch_base - 1
                 if 0 <= at < count:
@@ -242,7 +255,9 @@ class Folder:
             batch_base += count
             headers.clear()
             flat.clear()
+            ids.clear()
             seeds.clear()
+            fixed = True
             if progress is not None:
                 progress(done, len(order))
 
@@ -259,9 +274,11 @@ class Folder:
             policy_root = envelope.get("policy_root", ZERO_OID)
             seeds.append((inputs_root, policy_root))
             headers.append(header)
-            flat += (intern(header.type), header.ulid, header.cid, intern(envelope.get("actor", "")),
-                     header.commit, policy_root, envelope.get("payload"), envelope.get("ts"),
-                     envelope.get("caps"))
+            flat += (intern(header.type), intern(envelope.get("actor", "")), policy_root,
+                     envelope.get("payload"), envelope.get("ts"), envelope.get("caps"))
+            ids += (header.ulid, header.cid, header.commit)
+            if fixed and (len(header.ulid) != 26 or len(header.cid) != 59 or len(header.commit) != 40):
+                fixed = False
             if len(headers) >= BATCH:
                 flush()
         if headers:

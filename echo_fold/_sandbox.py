@@ -120,13 +120,15 @@ class Sandbox:
         batch = self._lua.table_from(events, recursive=True)
         self._guard(lambda: self._runner.run(batch, len(events), base), "event")
 
-    def run_flat(self, flat: list[Any], count: int, base: int) -> None:
+    def run_flat(self, flat: list[Any], count: int, base: int, packed: str | None = None) -> None:
         """As `run`, with the events given as flat `(type, ulid, cid, actor, commit,
-        policy_root, payload, ts, caps)` nonets (`None` where absent)."""
+        policy_root, payload, ts, caps)` nonets (`None` where absent); or, with `packed`
+        (`ulid ‖ cid ‖ commit` of every event, 26 + 59 + 40 ASCII characters each), as
+        `(type, actor, policy_root, payload, ts, caps)` sextets."""
         if not count:
             return
         table = self._lua.table_from(flat, recursive=True)
-        self._guard(lambda: self._runner.run_flat(table, count, base), "event")
+        self._guard(lambda: self._runner.run_flat(table, count, base, packed), "event")
 
     def failed_at(self) -> int:
         """The global index of the event being folded when the runtime failed (0 = init)."""

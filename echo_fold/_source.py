@@ -127,8 +127,8 @@ def _event_blob(objects: ObjectStore, header: Header) -> bytes:
 _CID_PREFIX = bytes([0x01, 0x71, 0x1E, 0x20])
 _B32_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
 _B32_DIGITS = "0123456789abcdefghijklmnopqrstuv"
-_B32_TO_INT = str.maketrans({chr(c): "!" for c in range(128)}
-                            | dict(zip(_B32_ALPHABET, _B32_DIGITS, strict=True)))
+_B32_TO_INT = bytes(ord(_B32_DIGITS[_B32_ALPHABET.index(chr(c))]) if chr(c) in _B32_ALPHABET
+                    else ord("!") for c in range(256))
 
 
 def cid_matches(blob: bytes, cid: str) -> bool:
@@ -136,7 +136,7 @@ def cid_matches(blob: bytes, cid: str) -> bool:
     if len(cid) != 59 or cid[0] != "b" or not cid.isascii():
         return False
     try:
-        n = int(cid[1:].translate(_B32_TO_INT), 32)
+        n = int(cid[1:].encode("ascii").translate(_B32_TO_INT), 32)
     except ValueError:
         return False
     return n == int.from_bytes(_CID_PREFIX + blake3.blake3(blob).digest(), "big") << 2

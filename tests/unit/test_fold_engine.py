@@ -63,6 +63,26 @@ def test_golden_state_root_of_the_default_fold() -> None:
     assert result.state_root == GOLDEN_DEFAULT_ROOT
 
 
+@pytest.mark.parametrize("packed", [True, False])
+def test_golden_roots_whether_event_ids_reach_lua_packed_or_one_by_one(
+        packed: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    from echo_fold import _engine
+
+    monkeypatch.setattr(_engine, "PACK_IDS", packed)
+    assert invoices_ledger().folder.fold(spec(INVOICES, channels=CHANNELS)).state_root == GOLDEN_STATE_ROOT
+    assert invoices_ledger().folder.fold(default_spec("finance")).state_root == GOLDEN_DEFAULT_ROOT
+    every = spec(b"""
+function step(s, ev)
+  s.main[#s.main + 1] = {ev.type, ev.ulid, ev.cid, ev.actor, ev.seq, ev.commit, ev.policy_root,
+                         ev.ts or "-", tostring(ev.caps), type(ev.payload), rng().next()}
+end
+""")
+    result = invoices_ledger().folder.fold(every, write=False)
+    monkeypatch.setattr(_engine, "PACK_IDS", not packed)
+    assert invoices_ledger().folder.fold(every, write=False).state_root == result.state_root
+    assert len(result.state["main"]) == 13 and len(result.state["main"][0][2]) == 59
+
+
 SCRIPT = """
 import sys
 sys.path.insert(0, {root!r})
