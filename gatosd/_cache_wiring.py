@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from gatosd.node import Node
@@ -18,14 +21,52 @@ from kv_cache import (
     match,
     port_reader,
 )
+from kv_cache._headers import Header, walk_back
 from ledger_core import read_entry, validate_namespace
 
 Progress = Callable[[int, int], None]
 
 
-def cache_store(node: Node) -> CacheStore:
+def _walk_child(repo_path: str, head: str) -> list[tuple[str, str, str, str, str, int]]:
+    """One journal walked in a child process (compact tuples travel back faster than headers)."""
+    store = cache_store(Node.open(repo_path))
+    headers = walk_back(store.read_commit, head, None)
+    return [(h.commit, h.ulid, h.cid, h.type, h.actor, h.seconds) for h in headers]
+
+
+def parallel_walker(repo_path: str, serial: Callable[..., list[list[Header]]]
+                    ) -> Callable[[list[tuple[str, str | None]]], list[list[Header]]]:
+    """Walk whole journals in worker processes (one per core) when there are several.
+
+    Inflating commits is most of a full build; journals are independent chains, so
+    they walk in parallel. Incremental catch-ups (with a stop) stay in-process.
+    """
+    def walk(jobs: list[tuple[str, str | None]]) -> list[list[Header]]:
+        cpus = os.cpu_count() or 1
+        if len(jobs) < 2 or cpus < 2 or any(stop is not None for _, stop in jobs):
+            return serial(jobs)
+        context = multiprocessing.get_context("spawn")  # never fork a threaded daemon
+        with ProcessPoolExecutor(max_workers=min(cpus, len(jobs)), mp_context=context) as pool:
+            results = list(pool.map(_walk_child, [repo_path] * len(jobs), [head for head, _ in jobs]))
+        return [[Header(c, "", None, u, cid, t, a, s) for c, u, cid, t, a, s in rows] for rows in results]
+    return walk
+
+
+def cache_store(node: Node, *, parallel: bool = False) -> CacheStore:
     """The cache store; commits are read straight from the mapped packs when possible
-    (the fold's verified pack reader), else through the object store port."""
+    (the fold's verified pack reader), else through the object store port. With
+    `parallel`, full builds walk journals in worker processes."""
+    store = _cache_store(node)
+    if parallel:
+        store.walk_many = parallel_walker(node_path(node), store.walk_many)
+    return store
+
+
+def node_path(node: Node) -> str:
+    return node.repo.repo.workdir or node.repo.git_dir
+
+
+def _cache_store(node: Node) -> CacheStore:
     port = port_reader(node.repo.objects)
     try:
         from echo_fold._packs import open_reader
@@ -68,11 +109,22 @@ def choose_index(node: Node, ns: str, query: Query, index_id: str | None) -> Any
 
 def rebuild(node: Node, ns: str, index_id: str | None = None, *, full: bool = True,
             progress: Progress | None = None) -> list[UpdateResult]:
-    store = cache_store(node)
+    store = cache_store(node, parallel=True)
     specs = specs_for(node, ns)
     chosen = [specs[index_id]] if index_id else [specs[k] for k in sorted(specs)]
     if index_id and index_id not in specs:
         raise InvalidQuery(f"no index {index_id!r} for {ns} (have {', '.join(sorted(specs))})")
+    walk = store.walk_many
+    walked: dict[tuple[tuple[str, str | None], ...], list[list[Header]]] = {}
+
+    def walk_once(jobs: list[tuple[str, str | None]]) -> list[list[Header]]:
+        """Several indexes of one namespace rebuilt together walk the journals once."""
+        key = tuple(jobs)
+        if key not in walked:
+            walked[key] = walk(jobs)
+        return walked[key]
+
+    store.walk_many = walk_once
     return [store.update(spec, full=full, progress=progress) for spec in chosen]
 
 

@@ -24,6 +24,9 @@ from ledger_core.errors import CorruptObject, LedgerError, RefConflict, RefLocke
 
 IDENT = "gatos-cache"
 Progress = Callable[[int, int], None]
+# (head, stop) per journal → the journals' headers, oldest first; lets the composition
+# root walk journals in parallel processes for big full builds.
+WalkMany = Callable[[list[tuple[ObjectId, ObjectId | None]]], list[list[Header]]]
 
 
 @dataclass(frozen=True)
@@ -39,10 +42,15 @@ class UpdateResult:
 
 
 class CacheStore:
-    def __init__(self, objects: ObjectStore, refs: RefStore, *, read_commit: ReadCommit | None = None) -> None:
+    def __init__(self, objects: ObjectStore, refs: RefStore, *, read_commit: ReadCommit | None = None,
+                 walk_many: WalkMany | None = None) -> None:
         self.objects = objects
         self.refs = refs
         self.read_commit = read_commit or port_reader(objects)
+        self.walk_many = walk_many or self._walk_serially
+
+    def _walk_serially(self, jobs: list[tuple[ObjectId, ObjectId | None]]) -> list[list[Header]]:
+        return [walk_back(self.read_commit, head, stop) for head, stop in jobs]
 
     def heads(self, ns: str) -> dict[str, str]:
         return dict(self.refs.list(f"{JOURNAL_PREFIX}{ns}/"))
@@ -95,7 +103,7 @@ class CacheStore:
         if tails is None or index is None:
             mode = "full"
             index = Index(spec)
-            tails = [walk_back(self.read_commit, head, None) for _, head in sorted(heads.items())]
+            tails = self.walk_many([(head, None) for _, head in sorted(heads.items())])
         ordered = list(merge(tails))
         total = len(ordered)
         payloads = None
@@ -154,4 +162,4 @@ def files_of(objects: ObjectStore, oid: ObjectId) -> dict[str, bytes]:
     return read_files(objects, objects.read_commit(oid).tree)
 
 
-__all__ = ["IDENT", "CacheStore", "UpdateResult", "files_of"]
+__all__ = ["IDENT", "CacheStore", "UpdateResult", "WalkMany", "files_of"]
