@@ -144,6 +144,34 @@ def _write_file(directory: str, final: str, data: bytes, durable: bool) -> None:
         raise
 
 
+def _write_pack_file(directory: str, final: str, data: bytes, durable: bool) -> None:
+    """Write the `.pack` straight under its final name (one rename less per pack).
+
+    Git and libgit2 find packs by their `.idx`, which is renamed into place only after
+    the `.pack` is complete, so a `.pack` being written (or left by a crash) is never
+    read. If the name exists (a leftover, or another writer of the same bytes), it is
+    replaced through a temp file instead.
+    """
+    try:
+        fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+    except (FileExistsError, FileNotFoundError):  # (a folder gone is made again there)
+        _write_file(directory, final, data, durable)
+        return
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(final)
+        raise
+
+
 def write_pack(objects_dir: str, objects: Sequence[GitObject], *, durable: bool = False,
                store_below: int = 0) -> str:
     """Write `objects` as `objects/pack/pack-<sum>.{pack,idx}`; return the pack checksum."""
@@ -161,7 +189,7 @@ def write_pack_entries(objects_dir: str, entries: Sequence[PackEntry], *,
         _pack_dirs.add(pack_dir)
     base = os.path.join(pack_dir, f"pack-{name}")
     if not os.path.exists(base + ".idx"):
-        _write_file(pack_dir, base + ".pack", pack, durable)
+        _write_pack_file(pack_dir, base + ".pack", pack, durable)
         _write_file(pack_dir, base + ".idx", idx, durable)
         if durable:
             dir_fd = os.open(pack_dir, os.O_RDONLY)
