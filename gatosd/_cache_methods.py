@@ -7,19 +7,17 @@ only the bitmap intersections (and reading the events asked for).
 from __future__ import annotations
 
 import asyncio
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from gatosd._cache_wiring import rebuild, run_query
 from gatosd._metrics import Metrics
+from gatosd._progress import run_with_progress
 from gatosd._registry import Context, Registry
 from gatosd.errors import bad_frame
 from gatosd.node import Node
 from kv_cache import Index, Query, parse_time, parse_where
 from ledger_core import normalize_actor, validate_namespace
-
-PROGRESS_EVERY = 0.25
 
 
 def _opt(frame: dict[str, Any], key: str, kind: type) -> Any:
@@ -82,27 +80,8 @@ class CacheMethods:
         ns = validate_namespace(frame.get("ns"))
         index_id = _opt(frame, "index", str)
         await ctx.ack()
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        last = [0.0]
-
-        def progress(done: int, total: int) -> None:
-            now = time.monotonic()
-            if now - last[0] >= PROGRESS_EVERY or done == total:
-                last[0] = now
-                loop.call_soon_threadsafe(queue.put_nowait, {"progress": {"done": done, "total": total}})
-
-        task = loop.run_in_executor(self._pool, lambda: rebuild(self._repo(), ns, index_id, progress=progress))
-        while True:
-            getter = asyncio.ensure_future(queue.get())
-            done, _ = await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
-            if getter in done:
-                await ctx.send({"phase": "index", **getter.result()})
-            else:
-                getter.cancel()
-            if task in done:
-                break
-        results = task.result()
+        results = await run_with_progress(
+            ctx, self._pool, lambda progress: rebuild(self._repo(), ns, index_id, progress=progress), "index")
         self.metrics.cache_rebuilds.inc(len(results))
         return {"ns": ns, "indexes": [r.to_dict() for r in results]}
 

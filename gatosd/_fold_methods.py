@@ -17,12 +17,11 @@ from typing import Any
 from gatosd._cache_wiring import state_key
 from gatosd._cli_fold import checkpoint_state, folder_of, resolve_spec, workdir
 from gatosd._metrics import Metrics
+from gatosd._progress import Progress, run_with_progress
 from gatosd._registry import Context, Registry
 from gatosd.errors import bad_frame
 from gatosd.node import Node
 from ledger_core import validate_namespace
-
-PROGRESS_EVERY = 0.25  # seconds between progress frames
 
 
 def _opt_str(frame: dict[str, Any], key: str) -> str | None:
@@ -56,17 +55,8 @@ class FoldMethods:
         if not isinstance(full, bool):
             raise bad_frame("`full` must be a boolean")
         await ctx.ack()
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        last = [0.0]
 
-        def progress(done: int, total: int) -> None:
-            now = time.monotonic()
-            if now - last[0] >= PROGRESS_EVERY or done == total:
-                last[0] = now
-                loop.call_soon_threadsafe(queue.put_nowait, {"progress": {"done": done, "total": total}})
-
-        def run() -> dict[str, Any]:
+        def run(progress: Progress) -> dict[str, Any]:
             node = Node.open(self.repo_path)
             spec = resolve_spec(node, ns, spec_path, root=workdir(node))
             if channel is not None and channel not in spec.channels:
@@ -77,17 +67,7 @@ class FoldMethods:
         lock = self._locks.setdefault(ns, asyncio.Lock())
         async with lock:
             started = time.perf_counter()
-            task = loop.run_in_executor(self._pool, run)
-            while True:
-                getter = asyncio.ensure_future(queue.get())
-                done, _ = await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
-                if getter in done:
-                    await ctx.send({"phase": "fold", **getter.result()})
-                else:
-                    getter.cancel()
-                if task in done:
-                    break
-            result = task.result()
+            result = await run_with_progress(ctx, self._pool, run, "fold")
             self.metrics.fold_latency.observe((time.perf_counter() - started) * 1000)
         return result
 
