@@ -292,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_jobs_parsers(sub)
     from gatosd._cli_cache import add_parsers as add_cache_parsers  # query, cache rebuild/status
     add_cache_parsers(sub)
+    from gatosd._cli_doctor import add_parsers as add_doctor_parsers  # doctor, epoch new/list/compact/restore
+    add_doctor_parsers(sub)
     return parser
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from gatosd._bus_methods import BusMethods
 from gatosd._cache_methods import CacheMethods
+from gatosd._doctor_methods import DoctorMethods
 from gatosd._fold_methods import FoldMethods
 from gatosd._group_commit import GroupCommitConfig, GroupCommitter
 from gatosd._jobs_methods import JobMethods
@@ -136,6 +137,8 @@ async def run(config: DaemonConfig, ready: asyncio.Event | None = None) -> int:
     bus_methods.register(registry)  # bus.* (its writer process starts on the first bus request)
     jobs_methods = JobMethods(methods.repo_path, node, committer, bus_methods)
     jobs_methods.register(registry)  # jobs.*
+    doctor_methods = DoctorMethods(methods.repo_path)
+    doctor_methods.register(registry)  # doctor
     cache_methods = CacheMethods(methods.repo_path, metrics)
     cache_methods.register(registry)  # cache.query, cache.rebuild
     committer.start()
@@ -202,6 +205,7 @@ async def run(config: DaemonConfig, ready: asyncio.Event | None = None) -> int:
         methods.close()
         fold_methods.close()
         jobs_methods.close()
+        doctor_methods.close()
         cache_methods.close()
         writer.close()
         for path in (state_path, state.get("socket")):

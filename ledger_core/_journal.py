@@ -34,6 +34,7 @@ from ledger_core.errors import (
     BadSignature,
     Conflict,
     LedgerError,
+    NotFound,
     RefLocked,
     UlidReused,
     UnknownActor,
@@ -296,7 +297,15 @@ class Journal:
         found: list[tuple[str, ObjectId, str]] = []
         oid = head
         while oid is not None and oid != index.head:
-            commit = self.objects.read_commit(oid)
+            try:
+                commit = self.objects.read_commit(oid)
+            except NotFound:
+                if not found:
+                    raise
+                # A compacted journal (epoch archive): the history below its oldest retained
+                # commit is gone, so ULIDs are deduplicated over the retained part only.
+                oid = None
+                break
             trailers = commit.trailers
             found.append((trailers.get("Ulid", ""), oid, trailers.get("Event-CID", "")))
             oid = commit.parents[0] if commit.parents else None

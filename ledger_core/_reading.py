@@ -86,7 +86,12 @@ def _walk(objects: ObjectStore, start: ObjectId | None, *, stop: ObjectId | None
     while oid is not None:
         if oid == stop:
             return found
-        commit = objects.read_commit(oid)
+        try:
+            commit = objects.read_commit(oid)
+        except NotFound:
+            if not found or need_stop:
+                raise
+            return found  # the oldest retained commit of a compacted journal (epochs)
         if stop_ulid is not None and commit.trailers.get("Ulid") == stop_ulid:
             return found
         if max_count is not None and len(found) >= max_count and not need_stop:

@@ -18,6 +18,7 @@ import pytest
 
 from gatosd._bus_methods import BusMethods
 from gatosd._cache_methods import CacheMethods
+from gatosd._doctor_methods import DoctorMethods
 from gatosd._fold_methods import FoldMethods
 from gatosd._framing import encode_frame
 from gatosd._jobs_methods import JobMethods
@@ -97,6 +98,7 @@ def test_hello_lists_every_registered_method(client: JsonlClient) -> None:
     BusMethods.register(BusMethods.__new__(BusMethods), registry)
     JobMethods.register(JobMethods.__new__(JobMethods), registry)
     CacheMethods.register(CacheMethods.__new__(CacheMethods), registry)
+    DoctorMethods.register(DoctorMethods.__new__(DoctorMethods), registry)
     reply = client.hello()
     assert reply["server"] == "gatosd" and reply["protocol"] == 1
     assert reply["methods"] == registry.names()
