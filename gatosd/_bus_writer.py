@@ -261,6 +261,7 @@ class BusWriter:
         self._slots = asyncio.Semaphore(depth)
         self._restarting: asyncio.Task[None] | None = None
         self._closing = False
+        self._holding = False
 
     def _start_blocking(self) -> None:
         ctx = multiprocessing.get_context("spawn")
@@ -315,6 +316,7 @@ class BusWriter:
     async def _run(self) -> None:
         while True:
             first = await self._queue.get()
+            self._holding = True  # taken from the queue, not yet in flight: close() waits
             await self._slots.acquire()
             if self._restarting is not None:
                 await self._restarting
@@ -323,6 +325,7 @@ class BusWriter:
                 batch.append(self._queue.get_nowait())
             futures = [future for _, future in batch]
             self._inflight.append(futures)
+            self._holding = False
             self.batches += 1
             self.ops += len(batch)
             try:
@@ -376,7 +379,7 @@ class BusWriter:
     async def close(self) -> None:
         """Write everything queued, then let the process exit."""
         self._closing = True
-        while self._task is not None and (self._inflight or not self._queue.empty()):
+        while self._task is not None and (self._holding or self._inflight or not self._queue.empty()):
             await asyncio.sleep(0.002)
         if self._task is not None:
             self._task.cancel()

@@ -377,7 +377,7 @@ class BusLog:
         """
         shard_refs = self._shard_refs(topic, config)
         index = self._topics.get(topic)
-        if index is None or not index.trusted:
+        if index is None or not index.trusted or index.heads.keys() != shard_refs.keys():
             index = self._index(topic, config, {s: self.refs.get(r) for s, r in shard_refs.items()})
         heads = dict(index.heads)
         objects: list[GitObject] = []

@@ -463,3 +463,18 @@ def test_redelivery_counts_survive_a_reload() -> None:
     assert [(d.position, d.deliveries) for d in dead] == [(again.position, 3)]
     assert "deliveries" not in h.offsets()["shards"]["0"] or str(again.position) not in (
         h.offsets()["shards"]["0"]["deliveries"])
+
+
+def test_more_shards_in_the_config_are_seen_by_a_trusting_writer() -> None:
+    """plan_many trusts its in-memory heads; a config with more shards still gets them."""
+    configs = {"t": TopicConfig(shards=1)}
+    objects, refs, clock = MemoryObjectStore(), MemoryRefStore(), Clock()
+    log = BusLog(objects, refs, sign=lambda ev: sign_event(ev, KEY), clock=clock, sleep=lambda _s: None,
+                 config_for=lambda t: configs[t])
+    first = log.plan_many([req("t", 1, key="a")])
+    log.apply(first)
+    configs["t"] = TopicConfig(shards=4, shard_map_version=2)
+    batch = log.plan_many([req("t", n, key=f"k{n}") for n in range(2, 30)])
+    log.apply(batch)
+    assert all(not isinstance(r, Exception) for r in batch.results)
+    assert {r.shard for r in batch.results} == {0, 1, 2, 3}  # type: ignore[union-attr]
