@@ -177,3 +177,19 @@ def test_tampered_anchor_signature_is_named(node: Path) -> None:
     code, report = doctor(node, "--check", "epochs")
     assert code == 1
     assert any("Anchor-Sig does not verify" in f["what"] for f in errors(report, "epochs"))
+
+
+def test_stale_index_is_named_with_its_fix(node: Path) -> None:
+    """An index built before an append is reported stale, with `gatos cache rebuild`; after it, healthy."""
+    assert gatos(node, "cache", "rebuild", "fin").returncode == 0
+    _, fresh = doctor(node, "--check", "cache")
+    assert not [f for f in fresh["findings"] if f["check"] == "cache" and f["severity"] != "info"]
+    Node.open(str(node)).add_event("fin", type="t", payload={"i": 99})
+    code, report = doctor(node, "--check", "cache")
+    stale = [f for f in report["findings"] if f["check"] == "cache" and f["severity"] != "info"]
+    assert code != 0 and stale, report
+    text = json.dumps(stale)
+    assert "refs/gatos/cache/fin-default" in text and "gatos cache rebuild fin" in text
+    fix = gatos(node, "cache", "rebuild", "fin")
+    assert fix.returncode == 0
+    assert doctor(node, "--check", "cache")[0] == 0
