@@ -259,7 +259,10 @@ class EventReader:
         append = out.append
         commit = packs.commit
         while oid is not None and oid != stop:
-            data = commit(unhexlify(oid))
+            try:
+                data = commit(unhexlify(oid))
+            except ValueError:  # not hex (a malformed parent line): the port reports it
+                data = None
             if data is None:
                 data = _commit_data(self.objects, oid)
             header, oid = parse_header(oid, data, journal)
@@ -271,7 +274,10 @@ class EventReader:
         packs = self.packs
         if packs is None or self.walked < self.PACKS_AFTER:
             return check_blob(header, _event_blob(self.objects, header))
-        tree = packs.tree(unhexlify(header.tree))
+        try:
+            tree = packs.tree(unhexlify(header.tree))
+        except ValueError:  # not hex: the port reports it
+            tree = None
         if tree is None:
             tree = self.objects.read(header.tree).data
         key = _blob_id(header, tree)
