@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
 from ledger_core import EVENT_FILE, ObjectId, ObjectStore, decode, parse_commit
-from ledger_core.errors import CorruptObject
+from ledger_core.errors import CorruptObject, NotFound
 
 ReadCommit = Callable[[ObjectId], bytes]
 
@@ -70,7 +70,13 @@ def walk_back(read: ReadCommit, head: ObjectId | None, stop: ObjectId | None) ->
     out: list[Header] = []
     oid = head
     while oid is not None and oid != stop:
-        header = parse_header(oid, read(oid))
+        try:
+            data = read(oid)
+        except NotFound:
+            if not out or stop is not None:
+                raise
+            break  # the oldest retained commit of a compacted journal (see gatos epoch compact)
+        header = parse_header(oid, data)
         out.append(header)
         oid = header.parent
     out.reverse()

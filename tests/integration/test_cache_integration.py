@@ -113,3 +113,16 @@ def test_daemon_cache_query_rebuild_and_state_key(tmp_path: Path) -> None:
             assert one["found"] is True and one["value"] == {"user:a": 6}
         finally:
             daemon.stop()
+
+
+def test_index_over_a_compacted_journal(node: Path) -> None:
+    """After an epoch compaction the index holds the retained events and queries still answer."""
+    add(node, 4)
+    assert gatos(node, "epoch", "new", "shop").returncode == 0
+    add(node, 3)
+    compact = gatos(node, "epoch", "compact", "shop")
+    assert compact.returncode == 0, compact.stderr
+    rebuilt = lines(gatos(node, "cache", "rebuild", "shop").stdout)
+    assert rebuilt[0]["mode"] == "full" and 3 <= rebuilt[0]["count"] <= 7
+    found = lines(gatos(node, "query", "--ns", "shop", "--type", "order.placed").stdout)
+    assert found and all(e["type"] == "order.placed" for e in found)
