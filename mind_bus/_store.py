@@ -4,9 +4,15 @@
 
 * every message is checked (topic name, canonical payload, the gate) before anything
   is written; a refused one gets its error and changes nothing;
-* the shard refs of each topic in the batch are locked, the ULID index is caught up
-  to their heads, and every new message commit of the batch is written with one
-  `write_many` (one pack) and one ref move per shard;
+* under the topic's writer exclusion (`exclusive`: the bus flock held by the daemon's
+  writer process, else the topic's `-writer` ref lock) the ULID index is caught up to
+  the shards' heads, every new message commit is written with one `write_many` (one
+  pack), and each shard written is moved under its own Git ref lock (one ref move per
+  shard written; keyless messages stick to one shard per batch);
+* `plan_many` + `apply` split that in two for the daemon's writer, which trusts its
+  in-memory heads between batches;
+* envelopes may come signed ahead (`PublishRequest.presigned`), used when their policy
+  root is the gate's;
 * a ULID already published on the topic inside the dedupe window returns the first
   place (`duplicate=True`); the same ULID with another body is `ULID_REUSED`.
 
