@@ -14,7 +14,6 @@ from echo_fold._checkpoint import (
     STATE_PREFIX,
     Checkpoint,
     Window,
-    parse_trailer_lines,
     state_ref,
     state_root,
 )
@@ -35,6 +34,7 @@ from echo_fold.errors import (
     SpecError,
     StateError,
 )
+from ledger_core import parse_trailer_lines
 
 __all__ = [
     "DEFAULT_FOLD_ID",

@@ -159,17 +159,6 @@ def build_checkpoint(ns: str, spec: FoldSpec, state: dict[str, Any], window: Win
     return objects, commit.oid, root
 
 
-def parse_trailer_lines(message: str) -> dict[str, list[str]]:
-    """Every trailer of the last paragraph, keeping repeated keys (Ledger-Head) in order."""
-    paragraph = message.rstrip("\n").rsplit("\n\n", 1)[-1]
-    out: dict[str, list[str]] = {}
-    for line in paragraph.split("\n"):
-        match = _TRAILER_LINE.fullmatch(line)
-        if match:
-            out.setdefault(match.group(1), []).append(match.group(2))
-    return out
-
-
 def ledger_heads(values: list[str]) -> dict[str, ObjectId]:
     """`Ledger-Head` lines back to `{ref: oid}` (the zero OID alone means no journal)."""
     heads: dict[str, ObjectId] = {}

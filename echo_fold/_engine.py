@@ -26,7 +26,6 @@ from echo_fold._checkpoint import (
     Window,
     build_checkpoint,
     ledger_heads,
-    parse_trailer_lines,
     policy_code_root,
     state_ref,
     state_root,
@@ -44,6 +43,7 @@ from ledger_core import (
     ObjectStore,
     RefStore,
     parse_json,
+    parse_trailer_lines,
     validate_namespace,
 )
 from ledger_core.errors import Conflict, LedgerError, NotFound, RefConflict

@@ -40,6 +40,7 @@ from ledger_core._gitobj import (
     encode_tree,
     object_id,
     parse_commit,
+    parse_trailer_lines,
     parse_trailers,
     parse_tree,
 )
@@ -150,6 +151,7 @@ __all__ = [
     "parse_json",
     "parse_public_key",
     "parse_signature",
+    "parse_trailer_lines",
     "parse_trailers",
     "parse_tree",
     "read_anchor",

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ledger_core._canonical_json import canonical_json, parse_json
-from ledger_core._gitobj import GitObject, ObjectId, validate_oid
+from ledger_core._gitobj import GitObject, ObjectId, parse_trailer_lines, validate_oid
 from ledger_core._keys import parse_signature, signature_text, verify
 from ledger_core._names import JOURNAL_PREFIX, RefName, validate_actor, validate_namespace
 from ledger_core._ports import KeyResolver, ObjectStore, RefStore
@@ -45,7 +45,6 @@ EPOCH_IDENT = "gatos-epoch"
 ANCHOR_VERSION = 1
 _ID_DIGITS = 8
 _ID_RE = re.compile(r"^[0-9]{8}$")
-_TRAILER_LINE = re.compile(r"([A-Za-z][A-Za-z0-9-]*): (.*)")
 
 
 def format_epoch_id(seq: int) -> str:
@@ -117,16 +116,6 @@ def anchor_objects(anchor: Anchor, sign: Callable[[bytes], bytes], signer: str
                        trailers, anchor.previous, anchor.created_at, EPOCH_IDENT)
 
 
-def _trailer_lines(message: str) -> dict[str, list[str]]:
-    paragraph = message.rstrip("\n").rsplit("\n\n", 1)[-1]
-    out: dict[str, list[str]] = {}
-    for line in paragraph.split("\n"):
-        match = _TRAILER_LINE.fullmatch(line)
-        if match:
-            out.setdefault(match.group(1), []).append(match.group(2))
-    return out
-
-
 def read_anchor(objects: ObjectStore, oid: ObjectId) -> Anchor:
     """Parse an anchor commit, checking that its file, trailers and parent agree.
 
@@ -147,7 +136,7 @@ def read_anchor(objects: ObjectStore, oid: ObjectId) -> Anchor:
         raise CorruptObject(f"anchor {oid}: {EPOCH_FILE} is not a valid anchor ({exc})") from None
     if anchor.body() != files[EPOCH_FILE]:
         raise CorruptObject(f"anchor {oid}: {EPOCH_FILE} is not canonical")
-    trailers = _trailer_lines(commit.message)
+    trailers = parse_trailer_lines(commit.message)
     heads = sorted(trailers.get("Journal-Head", []))
     if heads != sorted(f"{o} {r}" for r, o in anchor.journals.items()):
         raise CorruptObject(f"anchor {oid}: Journal-Head trailers differ from {EPOCH_FILE}")

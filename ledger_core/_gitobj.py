@@ -158,6 +158,17 @@ def format_trailers(trailers: list[tuple[str, str]]) -> str:
     return "".join(f"{key}: {value}\n" for key, value in trailers)
 
 
+def parse_trailer_lines(message: str) -> dict[str, list[str]]:
+    """Every trailer of the last paragraph, keeping repeated keys (`Ledger-Head`, `Journal-Head`) in order."""
+    paragraph = message.rstrip("\n").rsplit("\n\n", 1)[-1]
+    out: dict[str, list[str]] = {}
+    for line in paragraph.split("\n"):
+        match = _TRAILER_RE.fullmatch(line)
+        if match:
+            out.setdefault(match.group(1), []).append(match.group(2))
+    return out
+
+
 def parse_trailers(message: str) -> dict[str, str]:
     """Trailers of the last paragraph of a commit message (first value wins)."""
     paragraph = message.rstrip("\n").rsplit("\n\n", 1)[-1]

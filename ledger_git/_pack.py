@@ -116,6 +116,18 @@ _tmp_names = itertools.count()
 _pack_dirs: set[str] = set()
 
 
+def _write_all(fd: int, data: bytes, durable: bool) -> None:
+    """Write all of `data` to `fd` (fsynced when `durable`), then close it."""
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        if durable:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _write_file(directory: str, final: str, data: bytes, durable: bool) -> None:
     """Write `data` to a new temp file (read-only from the start), then rename it to `final`.
 
@@ -129,14 +141,7 @@ def _write_file(directory: str, final: str, data: bytes, durable: bool) -> None:
         os.makedirs(directory, exist_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
     try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            if durable:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
+        _write_all(fd, data, durable)
         os.replace(tmp, final)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -158,14 +163,7 @@ def _write_pack_file(directory: str, final: str, data: bytes, durable: bool) -> 
         _write_file(directory, final, data, durable)
         return
     try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            if durable:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
+        _write_all(fd, data, durable)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(final)
