@@ -40,6 +40,12 @@ echo "== Proof-of-Fold: re-run the fold over the checkpoint's window and compare
 gatos fold verify refs/gatos/state/finance
 git -C "$NODE" log -1 --format=%B refs/gatos/state/finance
 
+echo "== indexes: a query answered from roaring bitmaps on refs/gatos/cache/finance-default"
+gatos query --ns finance --type invoice.created --limit 2 | cut -c1-160
+gatos query --ns finance --count
+echo "== gatos doctor: every check, each failure with the command that fixes it"
+gatos doctor
+
 echo "== jobs: enqueue, one worker runs it sandboxed, the signed Proof-of-Execution, reproduce"
 JOB=$(gatos jobs enqueue --ns build --command '["/bin/sh","-c"]' --args '["echo built > out/artifact.txt; uname -s"]' --timeout 30 \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["job_id"])')
