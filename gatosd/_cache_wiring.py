@@ -21,34 +21,31 @@ from kv_cache import (
     match,
     port_reader,
 )
-from kv_cache._headers import Header, walk_back
+from kv_cache._headers import Columns, walk_columns
 from ledger_core import read_entry, validate_namespace
 
 Progress = Callable[[int, int], None]
 
 
-def _walk_child(repo_path: str, head: str) -> list[tuple[str, str, str, str, str, int]]:
-    """One journal walked in a child process (compact tuples travel back faster than headers)."""
-    store = cache_store(Node.open(repo_path))
-    headers = walk_back(store.read_commit, head, None)
-    return [(h.commit, h.ulid, h.cid, h.type, h.actor, h.seconds) for h in headers]
+def _walk_child(repo_path: str, head: str) -> Columns:
+    """One whole journal walked in a child process (columns travel back cheaply)."""
+    return walk_columns(_cache_store(Node.open(repo_path)).read_commit, head)
 
 
-def parallel_walker(repo_path: str, serial: Callable[..., list[list[Header]]]
-                    ) -> Callable[[list[tuple[str, str | None]]], list[list[Header]]]:
+def parallel_walker(repo_path: str, serial: Callable[[list[str]], list[Columns]]
+                    ) -> Callable[[list[str]], list[Columns]]:
     """Walk whole journals in worker processes (one per core) when there are several.
 
     Inflating commits is most of a full build; journals are independent chains, so
-    they walk in parallel. Incremental catch-ups (with a stop) stay in-process.
+    they walk in parallel.
     """
-    def walk(jobs: list[tuple[str, str | None]]) -> list[list[Header]]:
+    def walk(heads: list[str]) -> list[Columns]:
         cpus = os.cpu_count() or 1
-        if len(jobs) < 2 or cpus < 2 or any(stop is not None for _, stop in jobs):
-            return serial(jobs)
+        if len(heads) < 2 or cpus < 2:
+            return serial(heads)
         context = multiprocessing.get_context("spawn")  # never fork a threaded daemon
-        with ProcessPoolExecutor(max_workers=min(cpus, len(jobs)), mp_context=context) as pool:
-            results = list(pool.map(_walk_child, [repo_path] * len(jobs), [head for head, _ in jobs]))
-        return [[Header(c, "", None, u, cid, t, a, s) for c, u, cid, t, a, s in rows] for rows in results]
+        with ProcessPoolExecutor(max_workers=min(cpus, len(heads)), mp_context=context) as pool:
+            return [Columns(*cols) for cols in pool.map(_walk_child, [repo_path] * len(heads), heads)]
     return walk
 
 
@@ -115,13 +112,13 @@ def rebuild(node: Node, ns: str, index_id: str | None = None, *, full: bool = Tr
     if index_id and index_id not in specs:
         raise InvalidQuery(f"no index {index_id!r} for {ns} (have {', '.join(sorted(specs))})")
     walk = store.walk_many
-    walked: dict[tuple[tuple[str, str | None], ...], list[list[Header]]] = {}
+    walked: dict[tuple[str, ...], list[Columns]] = {}
 
-    def walk_once(jobs: list[tuple[str, str | None]]) -> list[list[Header]]:
+    def walk_once(heads: list[str]) -> list[Columns]:
         """Several indexes of one namespace rebuilt together walk the journals once."""
-        key = tuple(jobs)
+        key = tuple(heads)
         if key not in walked:
-            walked[key] = walk(jobs)
+            walked[key] = walk(heads)
         return walked[key]
 
     store.walk_many = walk_once

@@ -83,6 +83,80 @@ def walk_back(read: ReadCommit, head: ObjectId | None, stop: ObjectId | None) ->
     return out
 
 
+class Columns(NamedTuple):
+    """A run of events as parallel lists (cheaper than a tuple per event for whole journals)."""
+
+    commits: list[str]
+    trees: list[str]
+    keys: list[str]          # ULID + Event-CID, the order key
+    types: list[str]
+    actors: list[str]
+    seconds: list[int]
+
+    @classmethod
+    def empty(cls) -> Columns:
+        return cls([], [], [], [], [], [])
+
+    @classmethod
+    def of(cls, headers: Sequence[Header]) -> Columns:
+        return cls([h.commit for h in headers], [h.tree for h in headers], [h.ulid + h.cid for h in headers],
+                   [h.type for h in headers], [h.actor for h in headers], [h.seconds for h in headers])
+
+    def __len__(self) -> int:  # type: ignore[override]
+        return len(self.commits)
+
+
+def walk_columns(read: ReadCommit, head: ObjectId | None) -> Columns:
+    """A whole journal (to its first commit, or the oldest one retained), oldest first."""
+    out = Columns.empty()
+    commits, trees, keys, types, actors, seconds = out
+    oid = head
+    match = _FAST.match
+    while oid is not None:
+        try:
+            data = read(oid)
+        except NotFound:
+            if not commits:
+                raise
+            break  # the oldest retained commit of a compacted journal
+        fast = match(data)
+        if fast is not None:
+            tree, parent, secs, cid, kind, actor, ulid = fast.groups()
+            commits.append(oid)
+            trees.append(tree.decode())
+            keys.append(ulid.decode() + cid.decode())
+            types.append(kind.decode("utf-8"))
+            actors.append(actor.decode("utf-8"))
+            seconds.append(int(secs))
+            oid = parent.decode() if parent else None
+        else:
+            header = parse_header(oid, data)
+            commits.append(oid)
+            trees.append(header.tree)
+            keys.append(header.key)
+            types.append(header.type)
+            actors.append(header.actor)
+            seconds.append(header.seconds)
+            oid = header.parent
+    for column in out:
+        column.reverse()
+    return out
+
+
+def merge_columns(journals: Sequence[Columns]) -> Columns:
+    """The namespace order over whole journals (see `merge`), as columns."""
+    live = [j for j in journals if len(j)]
+    if not live:
+        return Columns.empty()
+    if len(live) == 1:
+        return live[0]
+    def keyed(j: int, keys: list[str]) -> Iterator[tuple[str, int, int]]:
+        return ((key, j, i) for i, key in enumerate(keys))
+
+    picks = [(j, i) for _, j, i in heapq.merge(*[keyed(j, cols.keys) for j, cols in enumerate(live)])]
+    return Columns(*[[live[j][field][i] for j, i in picks] for field in range(6)])
+
+
 def merge(journals: Sequence[Sequence[Header]]) -> Iterator[Header]:
     """The namespace's total order: a k-way merge taking the journal whose next event has the
     smallest key (each journal keeps its own order) — the same order the fold uses."""
@@ -96,12 +170,13 @@ def port_reader(objects: ObjectStore) -> ReadCommit:
     return read
 
 
-def read_payload(objects: ObjectStore, header: Header) -> object:
-    """The payload of one event (for payload-field indexes)."""
-    for entry in objects.read_tree(header.tree):
+def read_payload(objects: ObjectStore, tree: ObjectId) -> object:
+    """The payload of one event, from its commit's tree (for payload-field indexes)."""
+    for entry in objects.read_tree(tree):
         if entry.name == EVENT_FILE:
             return decode(objects.read_blob(entry.oid)).get("payload")
-    raise CorruptObject(f"journal commit {header.commit} has no {EVENT_FILE}")
+    raise CorruptObject(f"journal tree {tree} has no {EVENT_FILE}")
 
 
-__all__ = ["Header", "ReadCommit", "merge", "parse_header", "port_reader", "read_payload", "walk_back"]
+__all__ = ["Columns", "Header", "ReadCommit", "merge", "merge_columns", "parse_header", "port_reader",
+           "read_payload", "walk_back", "walk_columns"]

@@ -28,7 +28,7 @@ from urllib.parse import quote
 
 from pyroaring import BitMap
 
-from kv_cache._headers import Header
+from kv_cache._headers import Columns
 from kv_cache._spec import IndexSpec
 from kv_cache.errors import CorruptIndex
 from ledger_core import blake3_hex, canonical_json, parse_json
@@ -80,36 +80,34 @@ class Index:
     def count(self) -> int:
         return len(self.seconds)
 
-    def add(self, headers: Iterable[Header], payloads: Iterable[Any] | None = None) -> int:
-        """Append events (in order) at the next positions; payloads align with headers when given."""
+    def add(self, cols: Columns, payloads: Iterable[Any] | None = None) -> int:
+        """Append events (columns in order) at the next positions; payloads align with them when given."""
         bucket = self.spec.bucket_seconds
         fields = self.spec.fields
-        pay_iter = iter(payloads) if payloads is not None else None
+        count = len(cols)
+        start = self.count
         self._monotonic = None
         # Group positions by raw value first and name the bitmaps once per value: the per-event
         # loop stays a few appends (a million events are indexed in about a second).
         actors: dict[str, list[int]] = defaultdict(list)
         types: dict[str, list[int]] = defaultdict(list)
         buckets: dict[int, list[int]] = defaultdict(list)
-        commits: list[str] = []
-        seconds = self.seconds
-        position = start = self.count
-        for header in headers:
-            commits.append(header.commit)
-            seconds.append(header.seconds)
-            actors[header.actor].append(position)
-            types[header.type].append(position)
-            buckets[header.seconds - header.seconds % bucket].append(position)
-            if fields and pay_iter is not None:
-                payload = next(pay_iter, None)
+        for position, actor, kind, secs in zip(range(start, start + count), cols.actors, cols.types,
+                                              cols.seconds, strict=True):
+            actors[actor].append(position)
+            types[kind].append(position)
+            buckets[secs - secs % bucket].append(position)
+        if fields and payloads is not None:
+            for position, payload in zip(range(start, start + count), payloads, strict=True):
                 for name in fields:
                     for value in field_values(payload, name):
                         key = value_key(value)
                         if key is not None:
                             self._pending[f"field/{name}/{key}"].append(position)
-            position += 1
-            self.max_key = header.ulid + header.cid
-        self.commits += bytes.fromhex("".join(commits))
+        self.commits += bytes.fromhex("".join(cols.commits))
+        self.seconds.extend(cols.seconds)
+        if count:
+            self.max_key = cols.keys[-1]
         for actor, positions in actors.items():
             self._pending["actor/" + name_key(actor)].extend(positions)
         for kind, positions in types.items():
@@ -117,7 +115,7 @@ class Index:
         for begin, positions in buckets.items():
             self._pending[f"bucket/{begin}"].extend(positions)
         self._flush()
-        return position - start
+        return count
 
     def _flush(self) -> None:
         for key, positions in self._pending.items():

@@ -15,7 +15,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kv_cache._headers import Header, ReadCommit, merge, port_reader, read_payload, walk_back
+from kv_cache._headers import (
+    Columns,
+    Header,
+    ReadCommit,
+    merge,
+    merge_columns,
+    port_reader,
+    read_payload,
+    walk_back,
+    walk_columns,
+)
 from kv_cache._index import META, Index
 from kv_cache._spec import CACHE_PREFIX, IndexSpec
 from ledger_core import JOURNAL_PREFIX, ObjectId, ObjectStore, RefStore, parse_json
@@ -24,9 +34,9 @@ from ledger_core.errors import CorruptObject, LedgerError, RefConflict, RefLocke
 
 IDENT = "gatos-cache"
 Progress = Callable[[int, int], None]
-# (head, stop) per journal → the journals' headers, oldest first; lets the composition
-# root walk journals in parallel processes for big full builds.
-WalkMany = Callable[[list[tuple[ObjectId, ObjectId | None]]], list[list[Header]]]
+# Whole journals (by head) → their columns, oldest first; lets the composition root walk
+# journals in parallel processes for big full builds.
+WalkMany = Callable[[list[ObjectId]], list[Columns]]
 
 
 @dataclass(frozen=True)
@@ -49,8 +59,8 @@ class CacheStore:
         self.read_commit = read_commit or port_reader(objects)
         self.walk_many = walk_many or self._walk_serially
 
-    def _walk_serially(self, jobs: list[tuple[ObjectId, ObjectId | None]]) -> list[list[Header]]:
-        return [walk_back(self.read_commit, head, stop) for head, stop in jobs]
+    def _walk_serially(self, heads: list[ObjectId]) -> list[Columns]:
+        return [walk_columns(self.read_commit, head) for head in heads]
 
     def heads(self, ns: str) -> dict[str, str]:
         return dict(self.refs.list(f"{JOURNAL_PREFIX}{ns}/"))
@@ -99,18 +109,19 @@ class CacheStore:
         if index is not None and index.heads == heads:
             return UpdateResult(spec.ref, old_oid, "fresh", 0, index.count)
         tails = self._new_events(index, heads)
-        mode = "incremental"
         if tails is None or index is None:
             mode = "full"
             index = Index(spec)
-            tails = self.walk_many([(head, None) for _, head in sorted(heads.items())])
-        ordered = list(merge(tails))
+            ordered = merge_columns(self.walk_many([head for _, head in sorted(heads.items())]))
+        else:
+            mode = "incremental"
+            ordered = Columns.of(list(merge(tails)))
         total = len(ordered)
         payloads = None
         if spec.fields:
             payloads = []
-            for i, header in enumerate(ordered):
-                payloads.append(read_payload(self.objects, header))
+            for i, tree in enumerate(ordered.trees):
+                payloads.append(read_payload(self.objects, tree))
                 if progress and i % 4096 == 0:
                     progress(i, total)
         added = index.add(ordered, payloads)
