@@ -139,9 +139,14 @@ def test_parallel_rebuild_equals_serial(tmp_path: Path) -> None:
     node = Node.open(str(repo))
     for i in range(30):
         node.add_event("shop", type=f"t{i % 3}", payload={"i": i}, actor=("user:a", "user:b", "user:c")[i % 3])
-    parallel = lines(gatos(repo, "cache", "rebuild", "shop").stdout)[0]
-    assert parallel["count"] == 30
-    tree = git(repo, "rev-parse", "refs/gatos/cache/shop-default^{tree}")
-    git(repo, "update-ref", "-d", "refs/gatos/cache/shop-default")
-    serial = cache_store(Node.open(str(repo))).update(IndexSpec("shop"), full=True)
-    assert serial.count == 30 and git(repo, "rev-parse", "refs/gatos/cache/shop-default^{tree}") == tree
+    (repo / "gatos" / "indexes").mkdir(parents=True)
+    (repo / "gatos" / "indexes" / "by-i.yaml").write_text("ns: shop\nfields: [i]\n")
+    parallel = lines(gatos(repo, "cache", "rebuild", "shop").stdout)
+    assert [r["count"] for r in parallel] == [30, 30]
+    for spec in (IndexSpec("shop"), IndexSpec("shop", "by-i", ("i",))):
+        tree = git(repo, "rev-parse", f"{spec.ref}^{{tree}}")
+        git(repo, "update-ref", "-d", spec.ref)
+        serial = cache_store(Node.open(str(repo))).update(spec, full=True)
+        assert serial.count == 30 and git(repo, "rev-parse", f"{spec.ref}^{{tree}}") == tree
+    hit = lines(gatos(repo, "query", "--ns", "shop", "--where", "i=7").stdout)
+    assert [e["payload"] for e in hit] == [{"i": 7}]
