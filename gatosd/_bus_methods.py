@@ -163,6 +163,11 @@ class BusMethods:
         actor = frame.get("actor")
         return normalize_actor(actor) if actor is not None else self.front.default_actor
 
+    async def announce(self, topic: str, payload: Any, *, actor: str) -> dict[str, Any]:
+        """Publish a message on behalf of another plane (e.g. `gatos.jobs.pending`), through the
+        same writer and delivery path as `bus.publish`, with a fresh ULID and no key."""
+        return await self._publish(topic, payload, key=None, headers=None, ulid=new_ulid(), actor=actor)
+
     async def _publish(self, topic: str, payload: Any, *, key: str | None, headers: Any,
                        ulid: str, actor: str) -> dict[str, Any]:
         # The envelope is checked and signed here, on the loop (about 0.1 ms), rather than

@@ -19,7 +19,6 @@ from typing import Any, TypeVar
 from compute import JobService, Manifest, fold_lifecycle, parse_job_id, reconcile
 from compute._jobs import job_ref
 from gatosd._bus_methods import BusMethods
-from gatosd._clock import new_ulid
 from gatosd._group_commit import GroupCommitter
 from gatosd._jobs_wiring import blob_store, gate_of, job_store, lifecycle_events
 from gatosd._registry import Context, Registry
@@ -78,8 +77,7 @@ class JobMethods:
             asyncio.run_coroutine_threadsafe(self._emit(ns, type_, payload, actor), loop).result()
 
         def publish(topic: str, payload: dict[str, Any]) -> None:
-            asyncio.run_coroutine_threadsafe(self.bus._publish(
-                topic, payload, key=None, headers=None, ulid=new_ulid(), actor=actor), loop).result()
+            asyncio.run_coroutine_threadsafe(self.bus.announce(topic, payload, actor=actor), loop).result()
 
         return JobService(job_store(node), blob_store(node), emit=emit, publish=publish, gate=gate_of(node))
 
