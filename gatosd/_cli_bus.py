@@ -10,28 +10,17 @@ the daemon (their delivery state lives there).
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
 from typing import Any
 
-import orjson
-
 from gatosd._bus_writer import ConfigLoader, bus_flock
+from gatosd._cli_common import print_json as _out
+from gatosd._cli_common import repo_path as _repo
 from gatosd._clock import new_ulid
 from gatosd.node import Node
 from ledger_core import normalize_actor, validate_ulid
 from ledger_core.errors import LedgerError
 from mind_bus import BusLog, PublishRequest, parse_from, start_positions, validate_topic
-
-
-def _out(value: Any) -> None:
-    sys.stdout.buffer.write(orjson.dumps(value) + b"\n")
-    sys.stdout.flush()
-
-
-def _repo(args: argparse.Namespace) -> str:
-    return args.repo or os.environ.get("GATOS_REPO") or os.getcwd()
 
 
 def _local_log(node: Node) -> BusLog:

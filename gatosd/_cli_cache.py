@@ -8,24 +8,15 @@ a terminal and stays quiet when piped.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Any
 
-import orjson
-
 from gatosd._cache_wiring import cache_store, rebuild, run_query, state_key
+from gatosd._cli_common import print_json as _out
+from gatosd._cli_common import repo_path as _repo
 from gatosd.node import Node
 from kv_cache import Query, parse_time, parse_where
 from ledger_core import normalize_actor, validate_namespace
-
-
-def _out(value: Any) -> None:
-    sys.stdout.buffer.write(orjson.dumps(value) + b"\n")
-
-
-def _repo(args: argparse.Namespace) -> str:
-    return args.repo or os.environ.get("GATOS_REPO") or os.getcwd()
 
 
 def query_from_args(args: argparse.Namespace) -> Query:

@@ -9,22 +9,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from typing import Any
 
-import orjson
-
+from gatosd._cli_common import print_json as _out
 from gatosd._doctor import CHECKS, format_report, run_doctor
 from gatosd._epochs import Epochs
 from gatosd.node import Node
 
 EXIT_OK, EXIT_UNHEALTHY = 0, 1
-
-
-def _out(value: Any) -> None:
-    sys.stdout.buffer.write(orjson.dumps(value) + b"\n")
-    sys.stdout.flush()
 
 
 def _node(args: argparse.Namespace) -> Node:

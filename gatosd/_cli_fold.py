@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from typing import Any
-
-import orjson
 
 from echo_fold import (
     Folder,
@@ -26,21 +23,14 @@ from echo_fold import (
 )
 from echo_fold._spec import spec_from_value
 from echo_fold.errors import SpecError
+from gatosd._cli_common import print_json as _print
+from gatosd._cli_common import repo_path as _repo
 from gatosd.errors import bad_frame
 from gatosd.node import Node
 from ledger_core import parse_json, validate_namespace
 from ledger_core.errors import NotFound
 
 EXIT_OK, EXIT_FAILED = 0, 1
-
-
-def _print(value: Any) -> None:
-    sys.stdout.buffer.write(orjson.dumps(value) + b"\n")
-    sys.stdout.flush()
-
-
-def _repo(args: argparse.Namespace) -> str:
-    return args.repo or os.environ.get("GATOS_REPO") or os.getcwd()
 
 
 def workdir(node: Node) -> str:

@@ -9,14 +9,11 @@ in any number of processes share the queue safely.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import threading
 import time
 from typing import Any
-
-import orjson
 
 from compute import (
     Limits,
@@ -28,6 +25,8 @@ from compute import (
     reconcile,
     subprocess_health,
 )
+from gatosd._cli_common import print_json as _out
+from gatosd._cli_common import repo_path as _repo
 from gatosd._jobs_wiring import (
     blob_store,
     emitter,
@@ -40,15 +39,6 @@ from gatosd._jobs_wiring import (
 from gatosd.node import Node
 from ledger_core import normalize_actor, parse_json
 from ledger_core.errors import LedgerError
-
-
-def _out(value: Any) -> None:
-    sys.stdout.buffer.write(orjson.dumps(value) + b"\n")
-    sys.stdout.flush()
-
-
-def _repo(args: argparse.Namespace) -> str:
-    return args.repo or os.environ.get("GATOS_REPO") or os.getcwd()
 
 
 def _manifest_from_args(args: argparse.Namespace) -> Manifest:

@@ -14,8 +14,7 @@ import os
 import sys
 from typing import Any
 
-import orjson
-
+from gatosd._cli_common import print_json as _out
 from gatosd.node import Node
 from ledger_core import normalize_actor, parse_json
 from ledger_core.errors import LedgerError
@@ -37,11 +36,6 @@ from policy import (
 )
 
 EXIT_OK, EXIT_DIFFER, EXIT_ERROR = 0, 1, 2
-
-
-def _out(value: Any) -> None:
-    sys.stdout.buffer.write(orjson.dumps(value) + b"\n")
-    sys.stdout.flush()
 
 
 def _node(args: argparse.Namespace) -> Node:

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from gatosd._cli_common import print_json as _print_json
+from gatosd._cli_common import repo_path as _repo_path
 from gatosd.node import Node
 from ledger_core import AppendResult, parse_journal_ref, parse_json
 from ledger_core.errors import LedgerError
@@ -33,16 +35,6 @@ EXIT_OK, EXIT_VERIFY_FAILED, EXIT_ERROR = 0, 1, 2
 # in-process), then for each frame of a reply.
 DAEMON_PING_TIMEOUT = 2.0
 DAEMON_TIMEOUT = 120.0
-
-
-def _print_json(value: Any, *, pretty: bool = False) -> None:
-    option = orjson.OPT_INDENT_2 if pretty else 0
-    sys.stdout.buffer.write(orjson.dumps(value, option=option) + b"\n")
-    sys.stdout.flush()
-
-
-def _repo_path(args: argparse.Namespace) -> str:
-    return args.repo or os.environ.get("GATOS_REPO") or os.getcwd()
 
 
 def _read_payload(text: str) -> Any:
