@@ -286,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_cache_parsers(sub)
     from gatosd._cli_doctor import add_parsers as add_doctor_parsers  # doctor, epoch new/list/compact/restore
     add_doctor_parsers(sub)
+    from gatosd._cli_sync import add_parsers as add_sync_parsers  # remote, sync, clone, hub init
+    add_sync_parsers(sub)
     return parser
 
 

@@ -18,6 +18,7 @@ time it was made at, and reports any record whose decision comes out different.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -129,17 +130,47 @@ class AuditLog:
 
 def read_log(objects: ObjectStore, refs: RefStore, limit: int | None = None
              ) -> Iterator[tuple[ObjectId, AuditRecord]]:
-    """Audit records, newest first."""
-    oid = refs.get(AUDIT_REF)
+    """Audit records, newest first.
+
+    Two nodes that both kept decisions while apart extend the audit log separately;
+    sync joins the two sides with a commit of two parents and no record of its own
+    (`gatosd._merge.join_log`). So the log is walked as a graph, newest commit time
+    first (ties by id), each record once.
+    """
+    head = refs.get(AUDIT_REF)
+    if head is None:
+        return
     count = 0
-    while oid is not None and (limit is None or count < limit):
+    heap: list[tuple[int, str, ObjectId]] = []
+    seen: set[ObjectId] = set()
+
+    def push(oid: ObjectId) -> None:
+        if oid not in seen:
+            seen.add(oid)
+            commit = objects.read_commit(oid)
+            heapq.heappush(heap, (-_commit_seconds(commit.committer), oid, oid))
+
+    push(head)
+    while heap and (limit is None or count < limit):
+        _t, _k, oid = heapq.heappop(heap)
         commit = objects.read_commit(oid)
+        for parent in commit.parents:
+            push(parent)
+        if len(commit.parents) > 1:
+            continue  # a join of two sides, not a record
         data = read_file(objects, commit.tree, ("decision.json",))
         if data is None:
             raise AuditFailed(f"audit commit {oid} has no decision.json")
         yield oid, AuditRecord.from_value(parse_json(data, "decision.json"))
         count += 1
-        oid = commit.parents[0] if commit.parents else None
+
+
+def _commit_seconds(ident: str) -> int:
+    """The seconds of a `Name <email> <seconds> <tz>` line (0 when unreadable)."""
+    try:
+        return int(ident.rsplit(" ", 2)[1])
+    except (IndexError, ValueError):
+        return 0
 
 
 def replay(objects: ObjectStore, refs: RefStore, *, current: tuple[Bundle | None, TrustView, int] | None = None
