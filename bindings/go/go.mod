@@ -1,0 +1,3 @@
+module github.com/gatos-py/gatos/bindings/go
+
+go 1.23
