@@ -5,3 +5,4 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh test
 .venv/bin/ruff check .
 .venv/bin/python -m pytest "$@"
+bash bindings/test.sh
