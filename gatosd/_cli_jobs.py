@@ -127,7 +127,8 @@ def _limits(args: argparse.Namespace) -> Limits:
 def _make_worker(repo: str, args: argparse.Namespace) -> Worker:
     node = Node.open(repo)
     actor = normalize_actor(args.actor) if args.actor else node.default_actor
-    return Worker(job_store(node), blob_store(node), runners_for(node, args.runtime), actor=actor,
+    store = job_store(node, args.claim_remote)
+    return Worker(store, blob_store(node), runners_for(node, args.runtime), actor=actor,
                   key=node.signing_key(actor), emit=emitter(node, actor), gate=gate_of(node), sleep=time.sleep,
                   lease_ms=args.lease_ms, retry=RetryPolicy(max_attempts=args.max_attempts,
                                                             backoff_ms=args.backoff_ms),
@@ -250,6 +251,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--runtime", choices=("subprocess", "wasm"))
     p.add_argument("--actor")
     p.add_argument("--lease-ms", type=int, default=30_000)
+    p.add_argument("--claim-remote", metavar="REMOTE",
+                   help="decide claims at this hub by leased push (default: git config gatos.claimRemote)")
     p.add_argument("--max-attempts", type=int, default=1, help="runs per claim before the job fails")
     p.add_argument("--backoff-ms", type=int, default=500)
     p.add_argument("--poll-ms", type=int, default=50)

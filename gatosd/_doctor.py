@@ -464,10 +464,36 @@ def record_heads(scan: Scan) -> None:
     os.replace(path + ".tmp", path)
 
 
+def check_forks(scan: Scan) -> list[Finding]:
+    """Divergences sync kept (`refs/gatos/forks/<ref>/<oid>`) that the ref has not absorbed.
+
+    A journal forks when one actor wrote on two nodes while they were apart; sync never
+    merges the sides, it keeps the other one here and appends a `governance.conflict`
+    event. The fork stays a finding until the ref descends from the kept side.
+    """
+    from gatosd._refclass import FORKS_PREFIX, forked_ref
+
+    findings = []
+    for fork, oid in sorted(scan.refs.items()):
+        if not fork.startswith(FORKS_PREFIX):
+            continue
+        ref, kept = forked_ref(fork)
+        current = scan.refs.get(ref)
+        if current is not None and (current == oid or scan.is_ancestor(oid, current)):
+            continue
+        findings.append(Finding(
+            "forks", WARNING,
+            f"{ref} forked: this node has {str(current)[:12]}, another node wrote {kept[:12]} "
+            f"on the same history (kept at {fork}); neither side was merged",
+            f"git log --oneline {current} {oid} --not $(git merge-base {current} {oid}); "
+            "decide which side the actor meant, then stop writing on the other node", ref, oid))
+    return findings
+
+
 CHECKS: dict[str, Callable[[Scan], list[Finding]]] = {
     "refs": check_refs, "merges": check_merges, "signatures": check_signatures,
     "epochs": check_epochs, "cache": check_cache, "packs": check_packs,
-    "objects": check_objects, "blobs": check_blobs,
+    "objects": check_objects, "blobs": check_blobs, "forks": check_forks,
 }
 
 

@@ -30,8 +30,18 @@ def blob_store(node: Node) -> BlobStore:
     return BlobStore(node_root(node))
 
 
-def job_store(node: Node) -> JobStore:
-    return JobStore(node.repo.objects, node.repo.refs, clock_ms=now_ms)
+CONFIG_CLAIM_REMOTE = "gatos.claimRemote"
+
+
+def job_store(node: Node, claim_remote: str | None = None) -> JobStore:
+    """The node's job store; with a claim remote (argument, else `gatos.claimRemote`),
+    claims and results are decided at that hub (`_claims.HubClaimRefs`)."""
+    remote = claim_remote or node.repo.config_get(CONFIG_CLAIM_REMOTE)
+    refs: Any = node.repo.refs
+    if remote:
+        from gatosd._claims import HubClaimRefs
+        refs = HubClaimRefs(node.repo.refs, node.repo.git_dir, remote)
+    return JobStore(node.repo.objects, refs, clock_ms=now_ms)
 
 
 def gate_of(node: Node) -> Callable[[str, str, str], None]:

@@ -33,6 +33,7 @@ from gatosd._ledger_methods import LedgerMethods
 from gatosd._metrics import Metrics, MetricsObserver, parse_loopback
 from gatosd._registry import Registry
 from gatosd._server import Limits, Server
+from gatosd._sync_methods import SyncMethods
 from gatosd._writer_process import WriterProcess
 from gatosd.node import Node
 from ledger_core.errors import LedgerError
@@ -57,6 +58,8 @@ class DaemonConfig:
     limits: Limits = field(default_factory=Limits)
     group: GroupCommitConfig = field(default_factory=GroupCommitConfig)
     grace: float = 30.0
+    sync: str | None = None
+    sync_interval: float = 30.0
 
 
 def state_paths(gatos_dir: str) -> tuple[str, str, str]:
@@ -141,6 +144,8 @@ async def run(config: DaemonConfig, ready: asyncio.Event | None = None) -> int:
     doctor_methods.register(registry)  # doctor
     cache_methods = CacheMethods(methods.repo_path, metrics)
     cache_methods.register(registry)  # cache.query, cache.rebuild
+    sync_methods = SyncMethods(methods.repo_path, config.sync, config.sync_interval)
+    sync_methods.register(registry)  # sync (and the background sync with --sync)
     committer.start()
 
     state: dict[str, Any] = {"pid": os.getpid(), "repo": methods.repo_path}
@@ -188,6 +193,7 @@ async def run(config: DaemonConfig, ready: asyncio.Event | None = None) -> int:
 
         if ready is not None:
             ready.set()
+        sync_methods.start()
         waiters = [asyncio.create_task(stop.wait())]
         if config.stdio:
             waiters.append(asyncio.create_task(_serve_stdio(server)))
@@ -196,6 +202,7 @@ async def run(config: DaemonConfig, ready: asyncio.Event | None = None) -> int:
         # Shutdown: stop accepting, answer what is in flight, flush every queued append.
         await server.stop_accepting()
         await server.drain(config.grace)
+        await sync_methods.stop()
         await bus_methods.close()
         await committer.close()
         for task in waiters:
@@ -207,6 +214,7 @@ async def run(config: DaemonConfig, ready: asyncio.Event | None = None) -> int:
         jobs_methods.close()
         doctor_methods.close()
         cache_methods.close()
+        sync_methods.close()
         writer.close()
         for path in (state_path, state.get("socket")):
             if path:
@@ -231,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-max", type=int, default=GroupCommitConfig.max_batch)
     p.add_argument("--batch-delay-ms", type=float, default=GroupCommitConfig.max_delay * 1000)
     p.add_argument("--queue-max", type=int, default=GroupCommitConfig.max_queue)
+    p.add_argument("--sync", metavar="REMOTE", help="sync with this remote in the background")
+    p.add_argument("--sync-interval", type=float, default=30.0, metavar="S",
+                   help="seconds between background syncs (default 30)")
     p.add_argument("--log-level", default="WARNING")
     return p
 
@@ -246,6 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       line_timeout=args.line_timeout, ping_interval=args.ping_interval),
         group=GroupCommitConfig(max_batch=args.batch_max, max_delay=args.batch_delay_ms / 1000,
                                 max_queue=args.queue_max),
+        sync=args.sync, sync_interval=args.sync_interval,
     )
     try:
         return asyncio.run(run(config))
