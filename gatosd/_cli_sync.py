@@ -14,6 +14,7 @@ from gatosd._sync import (
     Syncer,
     SyncError,
     SyncReport,
+    UnknownRemote,
     add_remote,
     default_remote,
     list_remotes,
@@ -36,7 +37,10 @@ def syncer_for(node: Node) -> Syncer:
 
 
 def sync_node(node: Node, remote: str | None = None, *, push: bool = True) -> SyncReport:
+    """One sync with a configured remote (`gatos remote add`); unknown names are NOT_FOUND."""
     name = remote or default_remote(node.repo.git_dir)
+    if name not in {r["name"] for r in list_remotes(node.repo.git_dir)}:
+        raise UnknownRemote(f"no remote named {name!r} (gatos remote add {name} URL)")
     return syncer_for(node).sync(name, push=push)
 
 

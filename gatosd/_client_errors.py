@@ -265,6 +265,12 @@ class CorruptIndex(CacheFailed):
     code = "CORRUPT_INDEX"
 
 
+class SyncFailed(GatosError):
+    """Git could not fetch from or push to the remote (unreachable, refused, …)."""
+
+    code = "SYNC_FAILED"
+
+
 # -- local failures: raised by the client itself, never sent by a daemon ----------------
 
 
@@ -298,7 +304,7 @@ _WIRE_CLASSES: tuple[type[GatosError], ...] = (
     ProofMismatch, RefInTheWay, ShuttingDown, StorageFailed, Timeout, TooLarge, UlidReused, Unauthorized,
     UnknownActor, UnknownGroup, UnknownSigAlg, UnknownType,
     JobFailed, InvalidJob, JobNotFound, ClaimLost, JobFinished, BlobNotFound, BlobCorrupt, RunnerUnavailable,
-    BadProof, CacheFailed, InvalidQuery, InvalidIndexSpec, CorruptIndex,
+    BadProof, CacheFailed, InvalidQuery, InvalidIndexSpec, CorruptIndex, SyncFailed,
 )
 
 CODE_TO_ERROR: dict[str, type[GatosError]] = {cls.code: cls for cls in _WIRE_CLASSES}

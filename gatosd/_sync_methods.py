@@ -6,7 +6,8 @@ local ref move of a sync is a compare-and-swap under the same ref locks the daem
 writers take, which is what makes syncing a running node safe.
 
 Frame: `{"type": "sync", "id": …, "remote": "hub" (optional), "push": true (optional)}`;
-reply: the sync report (`adopted`, `pushed`, `joined`, `forks`, `refused`, …). A remote
+reply: the sync report (`adopted`, `pushed`, `joined`, `forks`, `refused`, …, and `clean`:
+nothing refused or rejected). A remote
 that cannot be reached is reported by the background loop and retried next interval: a
 node keeps working offline and converges when the hub returns.
 """
@@ -57,8 +58,10 @@ class SyncMethods:
         loop = asyncio.get_running_loop()
         report = await loop.run_in_executor(
             self._pool, lambda: sync_node(Node.open(self.repo_path), remote, push=push))
-        self.last = report.to_dict()
-        return self.last
+        value = report.to_dict()
+        value["clean"] = value.pop("ok")  # `ok` is the frame's own success flag
+        self.last = value
+        return value
 
     async def _loop(self) -> None:
         while True:

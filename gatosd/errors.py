@@ -66,4 +66,6 @@ WIRE_CODES: tuple[str, ...] = (
     "JOB_NOT_FOUND", "RUNNER_UNAVAILABLE",
     # the cache plane (kv_cache.errors)
     "CACHE_ERROR", "CORRUPT_INDEX", "INVALID_INDEX_SPEC", "INVALID_QUERY",
+    # replication (gatosd._sync)
+    "SYNC_FAILED",
 )

@@ -106,7 +106,7 @@ def test_three_nodes_converge_with_daemons(cluster: dict[str, Path]) -> None:
                 for n in names:
                     with daemons[n].client() as client:
                         reply = client.request({"type": "sync", "id": "s", "remote": "hub"}, timeout=60)
-                        assert reply["ok"], reply
+                        assert reply["ok"] and reply["clean"], reply
                         assert not reply["forks"] and not reply["refused"], reply
         finally:
             for d in daemons.values():
@@ -182,8 +182,10 @@ def test_hub_unreachable_then_back(tmp_path: Path, cluster: dict[str, Path]) -> 
     for n in ("a", "b", "c"):
         ok(gatos(cluster[n], "event", "add", "--ns", "finance", "--type", "offline",
                  "--payload", f'{{"n":"{n}"}}'))
+        before = snapshot(cluster[n])
         result = gatos(cluster[n], "sync", "hub")
-        assert result.returncode != 0 and "SYNC_FAILED" in result.stderr
+        assert result.returncode == 2 and "SYNC_FAILED" in result.stderr
+        assert snapshot(cluster[n]) == before  # an unreachable hub changes nothing
     shutil.move(str(away), str(hub))
     for _ in range(2):
         for n in ("a", "b", "c"):
