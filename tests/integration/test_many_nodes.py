@@ -294,3 +294,90 @@ def test_one_actor_on_two_nodes_forks_and_is_reported(tmp_path: Path, cluster: d
     again = sync(c)
     assert not again["forks"]
     assert git(cluster["hub"], "rev-parse", fork["kept_at"]).strip() == fork["remote"]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_background_sync_over_git_daemon(tmp_path: Path, cluster: dict[str, Path]) -> None:
+    """The hub served by `git daemon` on loopback (git:// transport), and gatosd --sync
+    converging two nodes with no sync request at all."""
+    import time
+
+    port = _free_port()
+    hub = cluster["hub"]
+    served = subprocess.Popen(["git", "daemon", "--reuseaddr", "--export-all", "--enable=receive-pack",
+                               f"--base-path={hub.parent}", "--listen=127.0.0.1", f"--port={port}",
+                               str(hub.parent)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"git://127.0.0.1:{port}/{hub.name}"
+    try:
+        for n in ("a", "b"):
+            ok(gatos(cluster[n], "remote", "add", "net", url))
+        deadline = time.monotonic() + 10
+        while gatos(cluster["a"], "sync", "net").returncode != 0:  # the daemon is starting
+            assert time.monotonic() < deadline, "git daemon did not come up"
+            time.sleep(0.2)
+        with short_dir() as sockets:
+            daemons = {n: start_daemon(cluster[n], "--socket", f"{sockets}/{n}", "--sync", "net",
+                                       "--sync-interval", "0.5") for n in ("a", "b")}
+            try:
+                with daemons["a"].client() as client:
+                    for i in range(5):
+                        assert client.request(append_frame(f"a-{i}"))["ok"]
+                with daemons["b"].client() as client:
+                    for i in range(5):
+                        assert client.request(append_frame(f"b-{i}"))["ok"]
+                deadline = time.monotonic() + 30
+                while True:
+                    seen = [event_ulids(cluster[n]) for n in ("a", "b")]
+                    if len(seen[0]) == 10 and seen[0] == seen[1]:
+                        break
+                    assert time.monotonic() < deadline, [len(s) for s in seen]
+                    time.sleep(0.3)
+            finally:
+                for d in daemons.values():
+                    d.stop()
+        # the hook ran for pushes over git:// too: a rewind is refused there as well
+        ref = "refs/gatos/journal/finance/user/alice"
+        head = git(cluster["a"], "rev-parse", ref).strip()
+        rewound = _push(cluster["a"], "--force", url, f"{head}~1:{ref}")
+        assert rewound.returncode != 0 and "non-fast-forward" in rewound.stderr
+    finally:
+        served.terminate()
+        served.wait(10)
+
+
+def test_incomparable_policies_are_a_conflict(cluster: dict[str, Path]) -> None:
+    """Two nodes apply different policy bundles while apart: neither is a descendant of the
+    other, so sync keeps the other side as a fork and never picks one silently."""
+    a, c = cluster["a"], cluster["c"]
+    rules = Path(a) / "gatos" / "policies" / "00-default.rules"
+    original = rules.read_text()
+    rules.write_text(original.replace("audit deny", "audit all"))  # node a's edit
+    ok(gatos(a, "policy", "apply"))
+    assert sync(a)["ok"]
+    # carol's node is not the owner: it applies its own bundle only if allowed; copy alice's
+    # key there, as an operator running both nodes would, and edit differently
+    key_dir = Path(Node.open(str(a)).repo.gatos_dir) / "keys"
+    target = Path(Node.open(str(c)).repo.gatos_dir) / "keys"
+    for path in key_dir.rglob("*"):
+        if path.is_file() and "alice" in path.name:
+            dest = target / path.relative_to(key_dir)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, dest)
+    crules = Path(c) / "gatos" / "policies" / "00-default.rules"
+    crules.parent.mkdir(parents=True, exist_ok=True)
+    crules.write_text(original + "require caps=$cap\n")  # node c's, different
+    applied = gatos(c, "policy", "apply", str(crules.parent), "--as", "user:alice")
+    if applied.returncode != 0:
+        pytest.skip(f"policy apply on a non-owner node: {applied.stderr.strip()}")
+    mine = git(c, "rev-parse", "refs/gatos/policies/active").strip()
+    report = sync(c)
+    kinds = {f["ref"]: f for f in report["forks"]}
+    assert "refs/gatos/policies/active" in kinds, report
+    assert git(c, "rev-parse", "refs/gatos/policies/active").strip() == mine
