@@ -41,7 +41,7 @@ from ledger_core import (
     format_timestamp_ms,
     ulid_ms,
 )
-from ledger_core._dagcbor import encode_checked
+from ledger_core._dagcbor import check_value, encode_checked
 from ledger_core._gitobj import MODE_BLOB, format_trailers, signature_line
 from ledger_core._ids import event_cid
 from ledger_core._keys import SigningKey, signature_text
@@ -156,26 +156,80 @@ class Presigned:
     policy_root: str
 
 
+def _text(value: str) -> bytes:
+    """Canonical CBOR of a text string (major type 3, shortest length)."""
+    data = value.encode()
+    n = len(data)
+    if n < 24:
+        return bytes((0x60 + n,)) + data
+    if n < 0x100:
+        return bytes((0x78, n)) + data
+    if n < 0x10000:
+        return b"\x79" + n.to_bytes(2, "big") + data
+    return b"\x7a" + n.to_bytes(4, "big") + data
+
+
+# The map keys of the body (`Body-Hash`) and of the envelope, each in canonical order
+# (shorter first, then bytewise), as their canonical CBOR.
+_K_KEY, _K_BODY, _K_HEADERS, _K_TOPIC = _text("key"), _text("body"), _text("headers"), _text("topic")
+_ENV_HEAD = b"\xa6" + _text("ts")
+_ENV_TYPE = _text("type") + _text(MESSAGE_TYPE) + _text("ulid")
+_ENV_ACTOR, _ENV_PAYLOAD, _ENV_POLICY = _text("actor"), _text("payload"), _text("policy_root")
+_EMPTY_MAP, _NULL = b"\xa0", b"\xf6"
+
+
+def _checked_cbor(value: Any, what: str) -> bytes:
+    try:
+        check_value(value)
+    except EncodingError as exc:
+        raise InvalidMessage(f"the {what} is not a canonical value: {exc.reason}") from None
+    return encode_checked(value)
+
+
 def presign(key_for: Callable[[str], SigningKey], max_bytes: int, topic: str, payload: Any, *,
             key: str | None, headers: dict[str, str] | None, ulid: str, publisher: str,
-            policy_root: str) -> Presigned:
+            policy_root: str, ms: int | None = None) -> Presigned:
     """Check a message and sign its envelope, as the writer would (`key_for(actor)`: the
-    node-held key; `max_bytes`: the node's event size limit).
+    node-held key; `max_bytes`: the node's event size limit; `ms`: the ULID's
+    milliseconds when the caller has them).
 
-    The envelope's canonical bytes are encoded straight from its map, without building
-    an `Event`: the same bytes as `sign_event(message_event(...))`
-    (`test_presign_matches_sign_event`). `topic`, `ulid`, `publisher` and `policy_root`
-    must be valid already.
+    The payload is checked and encoded once; the canonical bytes of the body map
+    (`Body-Hash`) and of the envelope are put together around it, field by field in
+    canonical key order, without building an `Event` or encoding anything twice: the
+    same bytes as `sign_event(message_event(...))` (`test_presign_matches_sign_event`,
+    and a property test over payloads, keys and headers). `topic`, `ulid`, `publisher`
+    and `policy_root` must be valid already.
 
     Raises:
         InvalidMessage: what `check_message` refuses.
         TooLarge: the envelope is over `max_bytes`.
     """
-    digest = body_hash(check_message(payload, key, headers))
-    canonical = encode_checked({
-        "type": MESSAGE_TYPE, "ulid": ulid, "actor": publisher,
-        "payload": {"topic": topic, "key": key, "headers": headers or {}, "body": payload},
-        "policy_root": policy_root, "ts": format_timestamp_ms(ulid_ms(ulid))})
+    if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 256):
+        raise InvalidMessage("`key` must be a string of 1..256 characters")
+    if headers:
+        if not isinstance(headers, dict) or len(headers) > MAX_HEADERS or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
+            raise InvalidMessage(f"`headers` must map strings to strings (at most {MAX_HEADERS})")
+        enc_headers = _checked_cbor(headers, "headers")
+    elif headers is None or isinstance(headers, dict):
+        enc_headers = _EMPTY_MAP
+    else:
+        raise InvalidMessage(f"`headers` must map strings to strings (at most {MAX_HEADERS})")
+    enc_body = _checked_cbor(payload, "payload")
+    if key is None:
+        enc_key = _NULL
+    else:
+        try:
+            enc_key = _text(key)
+        except UnicodeEncodeError:
+            raise InvalidMessage("the key is not a canonical value: it holds a lone surrogate") from None
+    key_body = _K_KEY + enc_key + _K_BODY + enc_body
+    digest = blake3_hex(b"\xa3" + key_body + _K_HEADERS + enc_headers)
+    ts = format_timestamp_ms(ulid_ms(ulid) if ms is None else ms)
+    canonical = b"".join((
+        _ENV_HEAD, _text(ts), _ENV_TYPE, _text(ulid), _ENV_ACTOR, _text(publisher), _ENV_PAYLOAD,
+        b"\xa4", key_body, _K_TOPIC, _text(topic), _K_HEADERS, enc_headers,
+        _ENV_POLICY, _text(policy_root)))
     if len(canonical) > max_bytes:
         raise TooLarge(f"event is {len(canonical)} bytes encoded; the limit is {max_bytes}")
     return Presigned(digest, canonical, key_for(publisher).sign(canonical), event_cid(canonical),
