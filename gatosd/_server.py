@@ -144,7 +144,8 @@ class Connection:
                 line_deadline = None
                 wait = limits.ping_interval
             try:
-                data = await asyncio.wait_for(self.reader.read(65536), wait)
+                async with asyncio.timeout(wait):  # no task per read, unlike wait_for
+                    data = await self.reader.read(65536)
             except TimeoutError:
                 if self.framer.in_line:
                     await self.send({"ok": False, "id": None, "error": timeout(
