@@ -211,12 +211,15 @@ class Folder:
         fold_root = spec.fold_root_bytes
         inputs_root = bytes.fromhex(window0.inputs_root[7:]) if window0 else bytes(32)
         seq = window0.events if window0 else 0
-        seeds: list[tuple[bytes, str]] = []
+        # Per event of the current batch: its inputs root (32 bytes each) and policy root,
+        # from which `seed_for` derives the event's pcg32 stream when the program asks.
+        roots = bytearray()
+        policies: list[str] = []
         batch_base = seq
 
         def seed_for(index: int) -> tuple[int, int]:
-            root, policy = seeds[index - batch_base - 1]
-            return rng_seed(root, policy, fold_root)
+            k = index - batch_base - 1
+            return rng_seed(bytes(roots[32 * k:32 * k + 32]), policies[k], fold_root)
 
         sandbox = Sandbox(spec.program, spec.program_name, spec.channels, seed_for,
                           fuel=spec.fuel, memory=spec.memory)
@@ -242,8 +245,8 @@ class Folder:
                 else:
                     nonets: list[Any] = []
                     for i in range(count):
-                        f, u = flat[6 * i:6 * i + 6], ids[3 * i:3 * i + 3]
-                        nonets += (f[0], u[0], u[1], f[1], u[2], f[2], f[3], f[4], f[5])
+                        f, h = flat[6 * i:6 * i + 6], headers[i]
+                        nonets += (f[0], h.ulid, h.cid, f[1], h.commit, f[2], f[3], f[4], f[5])
                     sandbox.run_flat(nonets, count, batch_base)
             except ProgramError as exc:
                 at = sandbox.failed_at() - batch_base - 1
@@ -256,7 +259,8 @@ class Folder:
             headers.clear()
             flat.clear()
             ids.clear()
-            seeds.clear()
+            roots.clear()
+            policies.clear()
             fixed = True
             if progress is not None:
                 progress(done, len(order))
@@ -265,24 +269,47 @@ class Folder:
         read_blob = reader.blob
         digest = blake3.blake3
         intern = sys.intern
-        for header in order:
-            done += 1
-            if not accepts(header.type):
-                continue
-            envelope = decode_event(header, read_blob(header))
-            inputs_root = digest(inputs_root + header.cid.encode("ascii")).digest()
-            policy_root = envelope.get("policy_root", ZERO_OID)
-            seeds.append((inputs_root, policy_root))
-            headers.append(header)
-            flat += (intern(header.type), intern(envelope.get("actor", "")), policy_root,
-                     envelope.get("payload"), envelope.get("ts"), envelope.get("caps"))
-            ids += (header.ulid, header.cid, header.commit)
-            if fixed and (len(header.ulid) != 26 or len(header.cid) != 59 or len(header.commit) != 40):
-                fixed = False
-            if len(headers) >= BATCH:
+        stage = reader.native.stage if reader.native is not None else None
+        total = len(order)
+        while done < total:
+            # The next events up to a full batch, those of the accepted types.
+            chunk: list[Header] = []
+            room = BATCH - len(headers)
+            while done < total and len(chunk) < room:
+                header = order[done]
+                done += 1
+                if accepts(header.type):
+                    chunk.append(header)
+            k = 0
+            while k < len(chunk):
+                if stage is not None:
+                    # Natively, up to the first event that needs the Python path below.
+                    n, more, batch_roots, batch_policies, packed_ids, inputs_root = stage(chunk, k, inputs_root)
+                    if n:
+                        headers += chunk[k:k + n]
+                        flat += more
+                        roots += batch_roots
+                        policies += batch_policies
+                        ids.append(packed_ids)
+                        k += n
+                        continue
+                header = chunk[k]
+                k += 1
+                envelope = decode_event(header, read_blob(header))
+                inputs_root = digest(inputs_root + header.cid.encode("ascii")).digest()
+                policy = envelope.get("policy_root", ZERO_OID)
+                roots += inputs_root
+                policies.append(policy)
+                headers.append(header)
+                flat += (intern(header.type), intern(envelope.get("actor", "")), policy,
+                         envelope.get("payload"), envelope.get("ts"), envelope.get("caps"))
+                ids.append(header.ulid + header.cid + header.commit)
+                if fixed and (len(header.ulid) != 26 or len(header.cid) != 59 or len(header.commit) != 40):
+                    fixed = False
+            if policies:
+                policy_root = policies[-1]
+            if len(headers) >= BATCH or (done >= total and headers):
                 flush()
-        if headers:
-            flush()
         seq = batch_base
         state = sandbox.encode()
         time = order[-1].time if order else (window0.time if window0 else 0)

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import re
 from binascii import unhexlify
+from itertools import repeat
 from typing import Any
 
 import blake3
 import cbor2
 
+from echo_fold._native import open_native
 from echo_fold._order import Header
 from echo_fold._packs import PackReader, open_reader
 from echo_fold.errors import FoldError
@@ -191,14 +193,16 @@ class EventReader:
     indexing them costs about 0.2 µs per object in the repository, which only a fold
     over many events pays back (an incremental fold of a few events never does)."""
 
-    def __init__(self, objects: ObjectStore, packs: PackReader | None = None) -> None:
+    def __init__(self, objects: ObjectStore, packs: PackReader | None = None, native: Any = None) -> None:
         self.objects = objects
         self.packs = packs
+        self.native = native  # a `gatos_native.Packs`, when the module is built
         self.walked = 0
 
     @classmethod
     def open(cls, objects: ObjectStore) -> EventReader:
-        return cls(objects, open_reader(objects))
+        packs = open_reader(objects)
+        return cls(objects, packs, open_native(objects) if packs is not None else None)
 
     def close(self) -> None:
         if self.packs is not None:
@@ -225,6 +229,8 @@ class EventReader:
         """
         if self.packs is None:
             return [walk(self.objects, head, stop, first + j) for j, (head, stop) in enumerate(jobs)]
+        if self.native is not None:
+            return self._walk_native(jobs, first)
         parts: list[list[Header]] = []
         ends: list[ObjectId | None] = []
         left: list[int] = []
@@ -251,6 +257,31 @@ class EventReader:
             out.reverse()
         return parts
 
+    def _walk_native(self, jobs: list[tuple[ObjectId | None, ObjectId | None]], first: int
+                     ) -> list[list[Header]]:
+        """`walk_many` through the native module (journals in parallel threads); where it
+        stops early, the rest of that journal is read here, from the packs or the port."""
+        todo = [j for j, (head, stop) in enumerate(jobs) if head is not None and head != stop]
+        walked = self.native.walk([(jobs[j][0], jobs[j][1]) for j in todo], "committer")
+        parts: list[list[Header]] = [[] for _ in jobs]
+        new = tuple.__new__
+        for j, (commits, trees, ulids, cids, types, _actors, times, end) in zip(todo, walked, strict=True):
+            head, stop = jobs[j]
+            headers = list(map(new, repeat(Header), zip(commits, trees, ulids, cids, types, times,
+                                                          repeat(first + j))))
+            if end is not None and end != stop:
+                older, end = self._walk_packs(end, stop, first + j)
+                older.reverse()
+                headers = older + headers
+            if stop is not None and end != stop:
+                raise NotAncestor(f"commit {stop} is not an ancestor of {head}")
+            parts[j] = headers
+            self.walked += len(headers)
+        for head, stop in jobs:
+            if head is None and stop is not None:
+                raise NotAncestor(f"commit {stop} is not an ancestor of {head}")
+        return parts
+
     def _walk_packs(self, oid: ObjectId | None, stop: ObjectId | None, journal: int
                     ) -> tuple[list[Header], ObjectId | None]:
         packs = self.packs
@@ -272,7 +303,7 @@ class EventReader:
     def blob(self, header: Header) -> bytes:
         """The event bytes of a journal commit, checked against its Event-CID."""
         packs = self.packs
-        if packs is None or self.walked < self.PACKS_AFTER:
+        if packs is None or (self.walked < self.PACKS_AFTER and self.native is None):
             return check_blob(header, _event_blob(self.objects, header))
         try:
             tree = packs.tree(unhexlify(header.tree))

@@ -21,7 +21,7 @@ from kv_cache import (
     match,
     port_reader,
 )
-from kv_cache._headers import Columns, walk_columns
+from kv_cache._headers import Columns, walk_columns, walk_columns_native
 from ledger_core import read_entry, validate_namespace
 
 Progress = Callable[[int, int], None]
@@ -51,10 +51,11 @@ def parallel_walker(repo_path: str, serial: Callable[[list[str]], list[Columns]]
 
 def cache_store(node: Node, *, parallel: bool = False) -> CacheStore:
     """The cache store; commits are read straight from the mapped packs when possible
-    (the fold's verified pack reader), else through the object store port. With
-    `parallel`, full builds walk journals in worker processes."""
+    (the fold's verified pack reader), else through the object store port. Full builds
+    walk journals in native threads when `gatos_native` is built; else, with `parallel`,
+    in worker processes."""
     store = _cache_store(node)
-    if parallel:
+    if parallel and not getattr(store, "native_walk", False):
         store.walk_many = parallel_walker(node_path(node), store.walk_many)
     return store
 
@@ -66,6 +67,7 @@ def node_path(node: Node) -> str:
 def _cache_store(node: Node) -> CacheStore:
     port = port_reader(node.repo.objects)
     try:
+        from echo_fold._native import open_native
         from echo_fold._packs import open_reader
         packs = open_reader(node.repo.objects)
     except ImportError:
@@ -77,7 +79,15 @@ def _cache_store(node: Node) -> CacheStore:
         data = packs.commit(bytes.fromhex(oid))
         return data if data is not None else port(oid)
 
-    return CacheStore(node.repo.objects, node.repo.refs, read_commit=read)
+    store = CacheStore(node.repo.objects, node.repo.refs, read_commit=read)
+    native = open_native(node.repo.objects)
+    if native is not None:
+        def walk_native(heads: list[str]) -> list[Columns]:
+            return walk_columns_native(native, read, heads)
+
+        store.walk_many = walk_native
+        store.native_walk = True  # type: ignore[attr-defined]
+    return store
 
 
 def workdir(node: Node) -> str:

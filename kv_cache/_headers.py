@@ -143,6 +143,31 @@ def walk_columns(read: ReadCommit, head: ObjectId | None) -> Columns:
     return out
 
 
+def walk_columns_native(native: object, read: ReadCommit, heads: Sequence[ObjectId]) -> list[Columns]:
+    """`walk_columns` of several whole journals through a native pack walker.
+
+    `native.walk` (see `gatos_native.Packs.walk`) reads journals in parallel threads and
+    stops a journal at the first commit it cannot read exactly as `walk_columns` would
+    (not in a pack, a delta, another layout); the rest of that journal is walked here.
+    """
+    walked = native.walk([(head, None) for head in heads], "author-utc")  # type: ignore[attr-defined]
+    out = []
+    for commits, trees, ulids, cids, types, actors, seconds, end in walked:
+        keys = [u + c for u, c in zip(ulids, cids, strict=True)]
+        cols = Columns(commits, trees, keys, types, actors, seconds)
+        if end is not None:
+            try:
+                older = walk_columns(read, end)
+            except NotFound:
+                if not commits:
+                    raise
+                older = Columns.empty()  # the oldest retained commit of a compacted journal
+            if len(older):
+                cols = Columns(*[a + b for a, b in zip(older, cols, strict=True)])
+        out.append(cols)
+    return out
+
+
 def merge_columns(journals: Sequence[Columns]) -> Columns:
     """The namespace order over whole journals (see `merge`), as columns."""
     live = [j for j in journals if len(j)]
@@ -179,4 +204,4 @@ def read_payload(objects: ObjectStore, tree: ObjectId) -> object:
 
 
 __all__ = ["Columns", "Header", "ReadCommit", "merge", "merge_columns", "parse_header", "port_reader",
-           "read_payload", "walk_back", "walk_columns"]
+           "read_payload", "walk_back", "walk_columns", "walk_columns_native"]

@@ -1,0 +1,142 @@
+//! DAG-CBOR event envelopes into Python objects, the same objects `cbor2.loads` gives.
+//!
+//! Only the plain data model is decoded here: integers, byte and text strings, arrays,
+//! maps with text keys in strictly increasing canonical order, `false`, `true`, `null`.
+//! Anything else (tags, floats, `undefined`, indefinite lengths, keys out of order or
+//! repeated, trailing bytes, very deep nesting) is `Err(Unusual)`: the caller then
+//! decodes that event with cbor2 in Python, which gives its own answer or error.
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString};
+
+pub struct Unusual;
+
+const MAX_DEPTH: usize = 64;
+
+pub struct Decoder<'a> {
+    data: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Decoder<'a> {
+    pub fn new(data: &'a [u8]) -> Self {
+        Decoder { data, at: 0 }
+    }
+
+    pub fn done(&self) -> bool {
+        self.at == self.data.len()
+    }
+
+    fn byte(&mut self) -> Result<u8, Unusual> {
+        let b = *self.data.get(self.at).ok_or(Unusual)?;
+        self.at += 1;
+        Ok(b)
+    }
+
+    fn argument(&mut self, info: u8) -> Result<u64, Unusual> {
+        let n = match info {
+            0..=23 => return Ok(info as u64),
+            24 => 1,
+            25 => 2,
+            26 => 4,
+            27 => 8,
+            _ => return Err(Unusual),
+        };
+        let end = self.at.checked_add(n).ok_or(Unusual)?;
+        let bytes = self.data.get(self.at..end).ok_or(Unusual)?;
+        self.at = end;
+        Ok(bytes.iter().fold(0u64, |acc, &b| (acc << 8) | b as u64))
+    }
+
+    fn take(&mut self, len: u64) -> Result<&'a [u8], Unusual> {
+        let len = usize::try_from(len).map_err(|_| Unusual)?;
+        let end = self.at.checked_add(len).ok_or(Unusual)?;
+        let out = self.data.get(self.at..end).ok_or(Unusual)?;
+        self.at = end;
+        Ok(out)
+    }
+
+    /// A text string (major type 3) as `&str`, with its encoded bytes for key ordering.
+    pub fn text(&mut self) -> Result<(&'a str, &'a [u8]), Unusual> {
+        let start = self.at;
+        let head = self.byte()?;
+        if head >> 5 != 3 {
+            return Err(Unusual);
+        }
+        let len = self.argument(head & 31)?;
+        let raw = self.take(len)?;
+        let s = std::str::from_utf8(raw).map_err(|_| Unusual)?;
+        Ok((s, &self.data[start..self.at]))
+    }
+
+    /// The number of pairs of the map that starts here.
+    pub fn map_header(&mut self) -> Result<u64, Unusual> {
+        let head = self.byte()?;
+        if head >> 5 != 5 {
+            return Err(Unusual);
+        }
+        self.argument(head & 31)
+    }
+
+    pub fn value<'py>(&mut self, py: Python<'py>, depth: usize) -> Result<Bound<'py, PyAny>, Unusual> {
+        if depth > MAX_DEPTH {
+            return Err(Unusual);
+        }
+        let head = self.byte()?;
+        let info = head & 31;
+        Ok(match head >> 5 {
+            0 => self.argument(info)?.into_pyobject(py).map_err(|_| Unusual)?.into_any(),
+            1 => (-1i128 - self.argument(info)? as i128).into_pyobject(py).map_err(|_| Unusual)?.into_any(),
+            2 => {
+                let len = self.argument(info)?;
+                PyBytes::new(py, self.take(len)?).into_any()
+            }
+            3 => {
+                let len = self.argument(info)?;
+                let raw = self.take(len)?;
+                PyString::new(py, std::str::from_utf8(raw).map_err(|_| Unusual)?).into_any()
+            }
+            4 => {
+                let len = self.argument(info)?;
+                if len > (self.data.len() - self.at) as u64 {
+                    return Err(Unusual);
+                }
+                let list = PyList::empty(py);
+                for _ in 0..len {
+                    list.append(self.value(py, depth + 1)?).map_err(|_| Unusual)?;
+                }
+                list.into_any()
+            }
+            5 => {
+                let len = self.argument(info)?;
+                if len > (self.data.len() - self.at) as u64 {
+                    return Err(Unusual);
+                }
+                let dict = PyDict::new(py);
+                let mut previous: &[u8] = &[];
+                for _ in 0..len {
+                    let (key, encoded) = self.text()?;
+                    if !previous.is_empty() && !canonical_less(previous, encoded) {
+                        return Err(Unusual);
+                    }
+                    previous = encoded;
+                    let value = self.value(py, depth + 1)?;
+                    dict.set_item(PyString::new(py, key), value).map_err(|_| Unusual)?;
+                }
+                dict.into_any()
+            }
+            7 => match info {
+                20 => false.into_pyobject(py).map_err(|_| Unusual)?.to_owned().into_any(),
+                21 => true.into_pyobject(py).map_err(|_| Unusual)?.to_owned().into_any(),
+                22 => py.None().into_bound(py),
+                _ => return Err(Unusual),
+            },
+            _ => return Err(Unusual),
+        })
+    }
+}
+
+/// DAG-CBOR key order: shorter encoding first, then bytewise.
+pub fn canonical_less(a: &[u8], b: &[u8]) -> bool {
+    (a.len(), a) < (b.len(), b)
+}

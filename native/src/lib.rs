@@ -1,0 +1,299 @@
+//! gatos_native: a native reader of Git packs for GATOS folds and cache builds.
+//!
+//! Optional: the Python packages work without it and use it when it imports. Every
+//! answer here is either exactly what the Python path would compute, or "not here"
+//! (a walk that ends early, an event count short of the batch), after which Python
+//! continues on its own path. It never raises for bad data: the Python path does.
+
+mod cbor;
+mod journal;
+mod packs;
+
+use std::path::PathBuf;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+
+use journal::{hex_to_id, walk, Clock, Row};
+use packs::{Store, BLOB, TREE};
+
+const EVENT_MARKER: &[u8] = b" event.cbor\0";
+const ZERO_OID: &str = "0000000000000000000000000000000000000000";
+const CID_PREFIX: [u8; 4] = [0x01, 0x71, 0x1e, 0x20];
+
+/// The Event-CID text of canonical event bytes: `b` + base32 (RFC 4648, lowercase,
+/// unpadded) of CIDv1 / dag-cbor / BLAKE3-256.
+fn event_cid(blob: &[u8]) -> String {
+    const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let mut raw = Vec::with_capacity(36);
+    raw.extend_from_slice(&CID_PREFIX);
+    raw.extend_from_slice(blake3::hash(blob).as_bytes());
+    let mut out = String::with_capacity(59);
+    out.push('b');
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for &b in &raw {
+        acc = (acc << 8) | b as u32;
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(ALPHABET[((acc >> bits) & 31) as usize] as char);
+        }
+    }
+    if bits > 0 {
+        out.push(ALPHABET[((acc << (5 - bits)) & 31) as usize] as char);
+    }
+    out
+}
+
+/// The event bytes under a journal commit's tree, checked against its Event-CID.
+fn event_blob(store: &Store, tree: &str, cid: &str) -> Option<Vec<u8>> {
+    let tree = store.read(&hex_to_id(tree)?, TREE)?;
+    let at = tree.windows(EVENT_MARKER.len()).position(|w| w == EVENT_MARKER)? + EVENT_MARKER.len();
+    let key: [u8; 20] = tree.get(at..at + 20)?.try_into().ok()?;
+    let blob = store.read(&key, BLOB)?;
+    if event_cid(&blob) != cid {
+        return None;
+    }
+    Some(blob)
+}
+
+/// A repository's pack files, opened lazily (one memory map per pack it needs).
+#[pyclass(frozen, module = "gatos_native")]
+struct Packs {
+    store: Store,
+}
+
+type Columns<'py> = Bound<'py, PyTuple>;
+
+fn columns<'py>(py: Python<'py>, rows: Vec<Row>, end: Option<String>) -> PyResult<Columns<'py>> {
+    // Oldest first, as the Python walkers return them. Repeated type and actor strings
+    // share one Python object.
+    let n = rows.len();
+    let (commits, trees, ulids, cids) = (PyList::empty(py), PyList::empty(py), PyList::empty(py), PyList::empty(py));
+    let (types, actors, secs) = (PyList::empty(py), PyList::empty(py), PyList::empty(py));
+    let mut last_type: Option<(String, Bound<'py, PyString>)> = None;
+    let mut last_actor: Option<(String, Bound<'py, PyString>)> = None;
+    let shared = |cache: &mut Option<(String, Bound<'py, PyString>)>, s: String| -> Bound<'py, PyString> {
+        if let Some((text, obj)) = cache.as_ref() {
+            if *text == s {
+                return obj.clone();
+            }
+        }
+        let obj = PyString::new(py, &s);
+        *cache = Some((s, obj.clone()));
+        obj
+    };
+    for row in rows.into_iter().rev() {
+        commits.append(PyString::new(py, &row.commit))?;
+        trees.append(PyString::new(py, &row.tree))?;
+        ulids.append(PyString::new(py, &row.ulid))?;
+        cids.append(PyString::new(py, &row.cid))?;
+        types.append(shared(&mut last_type, row.etype))?;
+        actors.append(shared(&mut last_actor, row.actor))?;
+        secs.append(row.secs)?;
+    }
+    debug_assert_eq!(commits.len(), n);
+    PyTuple::new(py, [commits.into_any(), trees.into_any(), ulids.into_any(), cids.into_any(), types.into_any(),
+                      actors.into_any(), secs.into_any(), end.into_pyobject(py)?.into_any()])
+}
+
+#[pymethods]
+impl Packs {
+    #[new]
+    fn new(objects_dir: PathBuf) -> Self {
+        Packs { store: Store::open(&objects_dir) }
+    }
+
+    /// How many packs were found.
+    #[getter]
+    fn pack_count(&self) -> usize {
+        self.store.pack_count()
+    }
+
+    /// Walk journals (a list of `(head, stop or None)`), in parallel threads when there
+    /// are several, without the GIL. `clock` is `"committer"` (the fold's time) or
+    /// `"author-utc"` (the cache's). Each journal gives `(commits, trees, ulids, cids,
+    /// types, actors, seconds, end)`, oldest first, for the commits from `end`
+    /// (exclusive) to the head: `end` is None when the walk reached the root, `stop`
+    /// when it reached `stop`, else the commit Python must read itself and continue from.
+    fn walk<'py>(&self, py: Python<'py>, jobs: Vec<(String, Option<String>)>, clock: &str) -> PyResult<Vec<Columns<'py>>> {
+        let clock = match clock {
+            "committer" => Clock::Committer,
+            "author-utc" => Clock::AuthorUtc,
+            _ => return Err(pyo3::exceptions::PyValueError::new_err("clock is 'committer' or 'author-utc'")),
+        };
+        let store = &self.store;
+        let results: Vec<(Vec<Row>, Option<String>)> = py.allow_threads(|| {
+            if jobs.len() < 2 {
+                return jobs.iter().map(|(h, s)| walk(store, h, s.as_deref(), &clock)).collect();
+            }
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(jobs.len());
+            let mut out: Vec<Option<(Vec<Row>, Option<String>)>> = (0..jobs.len()).map(|_| None).collect();
+            std::thread::scope(|scope| {
+                let chunks: Vec<Vec<usize>> = (0..threads).map(|t| (t..jobs.len()).step_by(threads).collect()).collect();
+                let handles: Vec<_> = chunks
+                    .into_iter()
+                    .map(|mine| {
+                        let (jobs, clock) = (&jobs, &clock);
+                        scope.spawn(move || {
+                            mine.into_iter().map(|j| (j, walk(store, &jobs[j].0, jobs[j].1.as_deref(), clock))).collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                for handle in handles {
+                    for (j, result) in handle.join().expect("walker thread") {
+                        out[j] = Some(result);
+                    }
+                }
+            });
+            out.into_iter().map(|r| r.expect("every journal walked")).collect()
+        });
+        results.into_iter().map(|(rows, end)| columns(py, rows, end)).collect()
+    }
+
+    /// Seconds to read (inflate, hash) commit `oid` `n` times; for the benchmarks.
+    fn time_commit(&self, py: Python<'_>, oid: &str, n: usize) -> Option<f64> {
+        let key = hex_to_id(oid)?;
+        py.allow_threads(|| {
+            let started = std::time::Instant::now();
+            for _ in 0..n {
+                journal::read_commit(&self.store, &key)?;
+            }
+            Some(started.elapsed().as_secs_f64())
+        })
+    }
+
+    /// The checked event bytes of a journal commit (tree id, Event-CID), or None.
+    fn event_bytes<'py>(&self, py: Python<'py>, tree: &str, cid: &str) -> Option<Bound<'py, PyBytes>> {
+        let blob = py.allow_threads(|| event_blob(&self.store, tree, cid))?;
+        Some(PyBytes::new(py, &blob))
+    }
+
+    /// One batch of a fold, from `headers[start]` on (echo_fold `Header` tuples:
+    /// commit, tree, ulid, cid, type, time, journal). For each event, in order, until
+    /// the first one this cannot do exactly as the Python path does: read its bytes,
+    /// check the Event-CID, decode the envelope, check its ulid and type against the
+    /// trailers, chain `inputs_root = blake3(inputs_root ‖ cid)`.
+    ///
+    /// Returns `(n, flat, roots, policies, packed, inputs_root)`: `n` events done;
+    /// `flat`, six values per event (type, actor, policy_root, payload, ts, caps);
+    /// `roots`, each event's inputs root (32 bytes each); `policies`, each event's
+    /// policy root; `packed`, ulid ‖ cid ‖ commit of every event; the last root.
+    fn stage<'py>(&self, py: Python<'py>, headers: &Bound<'py, PyList>, start: usize, inputs_root: &[u8]
+                  ) -> PyResult<Bound<'py, PyTuple>> {
+        let total = headers.len();
+        let mut items: Vec<(Bound<'py, PyTuple>, String, String)> = Vec::new();
+        for i in start..total {
+            let h = headers.get_item(i)?.downcast_into::<PyTuple>()?;
+            let tree: String = h.get_item(1)?.extract()?;
+            let cid: String = h.get_item(3)?.extract()?;
+            items.push((h, tree, cid));
+        }
+        let store = &self.store;
+        let wanted: Vec<(&str, &str)> = items.iter().map(|(_, t, c)| (t.as_str(), c.as_str())).collect();
+        let blobs: Vec<Option<Vec<u8>>> = py.allow_threads(|| {
+            let mut out = Vec::with_capacity(wanted.len());
+            for (tree, cid) in &wanted {
+                let blob = event_blob(store, tree, cid);
+                let stop = blob.is_none();
+                out.push(blob);
+                if stop {
+                    break;
+                }
+            }
+            out
+        });
+
+        let mut root: [u8; 32] = inputs_root.try_into().map_err(|_| pyo3::exceptions::PyValueError::new_err("inputs_root is 32 bytes"))?;
+        let flat = PyList::empty(py);
+        let policies = PyList::empty(py);
+        let mut roots: Vec<u8> = Vec::new();
+        let mut packed = String::new();
+        let zero = PyString::new(py, ZERO_OID);
+        let empty = PyString::new(py, "");
+        let mut done = 0usize;
+        for ((h, _tree, cid), blob) in items.iter().zip(blobs) {
+            let Some(blob) = blob else { break };
+            let commit: Bound<'py, PyString> = h.get_item(0)?.downcast_into()?;
+            let ulid: Bound<'py, PyString> = h.get_item(2)?.downcast_into()?;
+            let etype: Bound<'py, PyString> = h.get_item(4)?.downcast_into()?;
+            let (commit_s, ulid_s, etype_s) = (commit.to_str()?, ulid.to_str()?, etype.to_str()?);
+            if ulid_s.len() != 26 || cid.len() != 59 || commit_s.len() != 40 || !ulid_s.is_ascii() || !commit_s.is_ascii() || !cid.is_ascii() {
+                break; // the engine sends such events one field at a time
+            }
+            let Some(fields) = envelope(py, &blob, ulid_s, etype_s) else { break };
+            let [actor, policy, payload, ts, caps] = fields;
+            let actor = actor.unwrap_or_else(|| empty.clone().into_any());
+            let policy = policy.unwrap_or_else(|| zero.clone().into_any());
+            if !actor.is_instance_of::<PyString>() || !policy.is_instance_of::<PyString>() {
+                break; // the Python path decides what such an envelope means
+            }
+            let none = || py.None().into_bound(py);
+            let mut hasher = blake3::Hasher::new();
+            hasher.update(&root);
+            hasher.update(cid.as_bytes());
+            root = *hasher.finalize().as_bytes();
+            roots.extend_from_slice(&root);
+            flat.append(&etype)?;
+            flat.append(&actor)?;
+            flat.append(&policy)?;
+            flat.append(payload.unwrap_or_else(none))?;
+            flat.append(ts.unwrap_or_else(none))?;
+            flat.append(caps.unwrap_or_else(none))?;
+            policies.append(&policy)?;
+            packed.push_str(ulid_s);
+            packed.push_str(cid);
+            packed.push_str(commit_s);
+            done += 1;
+        }
+        PyTuple::new(py, [done.into_pyobject(py)?.into_any(), flat.into_any(), PyBytes::new(py, &roots).into_any(),
+                          policies.into_any(), PyString::new(py, &packed).into_any(), PyBytes::new(py, &root).into_any()])
+    }
+}
+
+/// actor, policy_root, payload, ts, caps of an envelope whose ulid and type match.
+type Fields<'py> = [Option<Bound<'py, PyAny>>; 5];
+
+fn envelope<'py>(py: Python<'py>, blob: &[u8], ulid: &str, etype: &str) -> Option<Fields<'py>> {
+    let mut d = cbor::Decoder::new(blob);
+    let pairs = d.map_header().ok()?;
+    let mut fields: Fields<'py> = [None, None, None, None, None];
+    let (mut seen_ulid, mut seen_type) = (false, false);
+    let mut previous: &[u8] = &[];
+    for _ in 0..pairs {
+        let (key, encoded) = d.text().ok()?;
+        if !previous.is_empty() && !cbor::canonical_less(previous, encoded) {
+            return None;
+        }
+        previous = encoded;
+        let value = d.value(py, 1).ok()?;
+        let slot = match key {
+            "ulid" | "type" => {
+                let text = value.downcast::<PyString>().ok()?.to_str().ok()?;
+                if text != if key == "ulid" { ulid } else { etype } {
+                    return None;
+                }
+                if key == "ulid" { seen_ulid = true } else { seen_type = true }
+                continue;
+            }
+            "actor" => 0,
+            "policy_root" => 1,
+            "payload" => 2,
+            "ts" => 3,
+            "caps" => 4,
+            _ => continue,
+        };
+        fields[slot] = Some(value);
+    }
+    if !d.done() || !seen_ulid || !seen_type {
+        return None;
+    }
+    Some(fields)
+}
+
+#[pymodule]
+fn gatos_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Packs>()?;
+    m.add("ABI", 1)?;
+    Ok(())
+}
