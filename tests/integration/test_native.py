@@ -1,0 +1,214 @@
+"""The native pack reader (`gatos_native`) gives exactly what the pure Python path gives.
+
+Each case runs twice on one real repository, with `GATOS_NATIVE=0` (pure Python: the
+pack reader of `echo_fold._packs` and the port) and with the module, and compares
+fold states, windows and checkpoint commits, cache index commits and walked columns:
+with loose objects in the middle of a journal, after `git gc --aggressive` (deltas),
+and with a damaged pack object (an error on both paths, never a different answer).
+Skipped where the module is not built, unless `GATOS_REQUIRE_NATIVE=1`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import zlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from echo_fold import Folder, _native, _packs, parse_spec
+from echo_fold._source import EventReader
+from gatosd._cache_wiring import cache_store
+from gatosd.node import Node
+from kv_cache import IndexSpec
+from kv_cache._headers import walk_columns, walk_columns_native
+from ledger_core import encode_ulid, format_timestamp_ms
+from ledger_core.errors import LedgerError
+from tests.integration.daemon_support import make_node
+
+pytestmark = pytest.mark.integration
+
+REQUIRED = os.environ.get("GATOS_REQUIRE_NATIVE") == "1"
+needs_native = pytest.mark.skipif(_native._module is None and not REQUIRED,
+                                  reason="gatos_native is not built here (scripts/setup.sh builds it with cargo)")
+
+PROGRAM = b"""
+function init() return {totals = {count = 0, cents = 0, dice = 0}, table = {}} end
+function step(s, ev)
+  local p = ev.payload
+  s.totals.count = s.totals.count + 1
+  s.totals.cents = s.totals.cents + (p.amount or 0)
+  s.totals.dice = s.totals.dice + rng().below(6)
+  s.table[p.id] = {amount = p.amount, tags = p.tags, actor = ev.actor, seq = ev.seq, ts = ev.ts,
+                   commit = ev.commit, cid = ev.cid, policy = ev.policy_root, note = p.note,
+                   caps = ev.caps, big = p.big}
+end
+"""
+SPEC = b"fold_id: t\nversion: 1\nns: finance\nprogram: p.lua\nchannels: [totals, table]\n"
+ACTORS = ("user:alice", "user:bob")
+T0 = 1_700_000_000_000
+
+
+def _payload(i: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": f"INV-{i % 7}", "amount": i * 3 - 40}
+    if i % 3 == 0:
+        out["tags"] = ["a", {"deep": [i, True, False], "": "é\u2603"}, "\x00\xff", []]
+    if i % 5 == 0:
+        out["note"] = None
+    if i % 11 == 0:
+        out["big"] = [2**63 - 1, -(2**63), 2**32, -1 - i, 23, 24, 255, 256, 65535, 65536]
+    return out
+
+
+def _append(node: Node, ns: str, start: int, count: int) -> None:
+    items = []
+    for i in range(start, start + count):
+        ev = node.build_event(type="invoice.created", payload=_payload(i), actor=ACTORS[i % 2],
+                              ulid=encode_ulid(T0 + i, i.to_bytes(10, "big")),
+                              ts=format_timestamp_ms(T0 + i), caps=["finance:append"] if i % 4 == 0 else None)
+        items.append((ns, node.sign(ev)))
+    for result in node.append_many(items, preverified=True):
+        assert not isinstance(result, Exception), result
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    path = make_node(tmp_path / "node", *ACTORS)
+    node = Node.open(str(path))
+    _append(node, "finance", 0, 150)      # one pack
+    _append(node, "other", 1000, 40)      # another namespace in its own pack
+    _append(node, "finance", 150, 5)      # loose objects (below the pack threshold)
+    _append(node, "finance", 155, 120)    # another pack: the native walk stops at the loose ones
+    return path
+
+
+def _fold(path: Path, monkeypatch: pytest.MonkeyPatch, *, native: bool) -> tuple[Any, str]:
+    monkeypatch.setenv("GATOS_NATIVE", "1" if native else "0")
+    monkeypatch.setenv("GATOS_FOLD_PACKS", "1")
+    node = Node.open(str(path))
+    folder = Folder(node.repo.objects, node.repo.refs)
+    with EventReader.open(node.repo.objects) as reader:
+        assert (reader.native is not None) is native
+    spec = parse_spec(SPEC, read_program=lambda _n: PROGRAM)
+    computed = folder.compute(spec, folder.journals("finance"))
+    _objects, oid, root = folder._build(spec, computed, None)
+    return computed, oid + " " + root
+
+
+def _cache(path: Path, monkeypatch: pytest.MonkeyPatch, *, native: bool) -> str | None:
+    monkeypatch.setenv("GATOS_NATIVE", "1" if native else "0")
+    store = cache_store(Node.open(str(path)))
+    return store.update(IndexSpec("finance"), full=True).commit
+
+
+def _agree(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (pure, pure_oid), (fast, fast_oid) = (_fold(path, monkeypatch, native=False),
+                                          _fold(path, monkeypatch, native=True))
+    assert fast.state == pure.state and fast.window == pure.window
+    assert fast.policy_root == pure.policy_root and fast.new_events == pure.new_events
+    assert fast_oid == pure_oid  # same checkpoint commit, same State-Root
+    assert _cache(path, monkeypatch, native=True) == _cache(path, monkeypatch, native=False)
+
+
+def test_required_native_module_is_built() -> None:
+    """With GATOS_REQUIRE_NATIVE=1 (a machine that has cargo), the module must import and be used."""
+    if not REQUIRED:
+        pytest.skip("GATOS_REQUIRE_NATIVE is not set")
+    assert _native._module is not None, "gatos_native is missing: run scripts/setup.sh with cargo on PATH"
+    assert _native.available()
+
+
+@needs_native
+def test_fold_and_cache_agree_with_loose_objects(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loose commits in the middle of a journal: the native walk stops there, Python goes on."""
+    _agree(repo, monkeypatch)
+    pure, _ = _fold(repo, monkeypatch, native=False)
+    assert pure.window.events == 275
+
+
+@needs_native
+def test_fold_and_cache_agree_after_aggressive_gc(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After `git gc --aggressive` objects are deltas in one pack: the same answers."""
+    subprocess.run(["git", "-C", str(repo), "gc", "-q", "--aggressive", "--prune=now"], check=True)
+    _agree(repo, monkeypatch)
+
+
+@needs_native
+def test_incremental_fold_agrees(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fold from a checkpoint (a walk with a stop commit) gives the full fold's answer."""
+    for native in (False, True):
+        monkeypatch.setenv("GATOS_NATIVE", "1" if native else "0")
+        node = Node.open(str(repo))
+        folder = Folder(node.repo.objects, node.repo.refs)
+        spec = parse_spec(SPEC, read_program=lambda _n: PROGRAM)
+        first = folder.fold(spec)
+        _append(node, "finance", 400 + 100 * native, 30)
+        again = folder.fold(spec)
+        assert again.incremental and again.new_events == 30
+        scratch = folder.fold(spec, incremental=False, write=False)
+        assert scratch.state_root == again.state_root
+        assert first.written is not native  # the second round starts from the first's checkpoint
+
+
+@needs_native
+def test_native_walk_columns_equal_pure(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whole journals walked natively give the pure walker's columns, loose tail and all."""
+    monkeypatch.setenv("GATOS_NATIVE", "1")
+    node = Node.open(str(repo))
+    store = cache_store(node)
+    heads = [h for _, h in sorted(store.heads("finance").items())]
+    native = _native.open_native(node.repo.objects)
+    assert native is not None
+    assert walk_columns_native(native, store.read_commit, heads) == [
+        walk_columns(store.read_commit, head) for head in heads]
+
+
+def _damage(pack_path: str, offset: int, body: bytes, old: bytes, new: bytes) -> None:
+    """Rewrite one packed object's zlib stream in place with `old` replaced by `new`."""
+    damaged = zlib.compress(body.replace(old, new, 1), 9)
+    stored = Path(pack_path).read_bytes()
+    at = offset + 1
+    while stored[at - 1] & 0x80:
+        at += 1
+    original = zlib.decompressobj()
+    original.decompress(stored[at:])
+    room = len(stored) - at - len(original.unused_data)
+    assert len(damaged) <= room
+    os.chmod(pack_path, 0o644)
+    Path(pack_path).write_bytes(stored[:at] + damaged + b"\0" * (room - len(damaged)) + stored[at + room:])
+
+
+@needs_native
+def test_a_damaged_commit_is_an_error_on_both_paths(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A packed commit whose bytes no longer hash to its id is never used, natively or not."""
+    node = Node.open(str(repo))
+    head = next(iter(dict(node.repo.refs.list("refs/gatos/journal/finance/")).values()))
+    reader = _packs.PackReader(node.repo.objects.objects_dir)
+    body = reader.commit(bytes.fromhex(head))
+    found = reader._locate(bytes.fromhex(head))
+    assert body is not None and found is not None
+    reader.close()
+    _damage(found[0].pack_path, found[1], body, b"invoice.created\n\n", b"invoice.createe\n\n")
+    for native in (False, True):
+        with pytest.raises(LedgerError, match=head):
+            _fold(repo, monkeypatch, native=native)
+
+
+@needs_native
+def test_a_damaged_event_is_an_error_on_both_paths(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An event blob changed in the pack fails its Event-CID check on both paths."""
+    node = Node.open(str(repo))
+    head = next(iter(dict(node.repo.refs.list("refs/gatos/journal/finance/")).values()))
+    commit = node.repo.objects.read_commit(head)
+    blob_oid = next(e.oid for e in node.repo.objects.read_tree(commit.tree) if e.name == "event.cbor")
+    reader = _packs.PackReader(node.repo.objects.objects_dir)
+    key = bytes.fromhex(blob_oid)
+    body, found = reader.blob(key), reader._locate(key)
+    assert body is not None and found is not None
+    reader.close()
+    _damage(found[0].pack_path, found[1], body, b"INV-", b"INW-")
+    for native in (False, True):
+        with pytest.raises(LedgerError):
+            _fold(repo, monkeypatch, native=native)
