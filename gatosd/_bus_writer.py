@@ -7,16 +7,16 @@ gets its own process rather than a new message kind in the journal writer's pipe
 the journal path stays exactly as it was; the process is started on the first bus
 request, so a daemon that never sees one never pays for it.
 
-`BusWriter.submit(op)` queues one operation; a batcher takes everything queued (up to
-`MAX_BATCH`) and sends it as one batch (`DEPTH` batches may be in the process at once;
-answers come back in order). The process plans the batch's publishes
-(`BusLog.plan_many`: validation, the gate, commit objects; envelopes come signed by the
-daemon, see `mind_bus.presign`), writes them (`BusLog.apply`: one pack, one ref move
-per shard written), writes the acks (`AckLog.write_many`) and only then answers. It
-holds the bus flock (`.git/gatos/mbus-writer.lock`) for its life, so no other bus
-writer moves a shard under it. If the process dies, its in-flight batches are answered
-`STORAGE` (a retry with the same ULID is safe: it is either published or reported as a
-duplicate) and a new process is started.
+`BusWriter.submit(op)` queues one operation; everything queued (up to `MAX_BATCH`)
+goes to the process as one batch as soon as it is idle (one batch in the process at a
+time). The process plans the batch's publishes (`BusLog.plan_many`: validation, the
+gate, commit objects; envelopes come signed by the daemon, see `mind_bus.presign`),
+writes them (`BusLog.apply`: one pack, one ref move per shard written), writes the acks
+(`AckLog.write_many`) and only then answers. It holds the bus flock
+(`.git/gatos/mbus-writer.lock`) for its life, so no other bus writer moves a shard under
+it. If the process dies, its in-flight batch is answered `STORAGE` (a retry with the
+same ULID is safe: it is either published or reported as a duplicate) and a new process
+is started.
 """
 
 from __future__ import annotations
@@ -48,10 +48,11 @@ from mind_bus import (
 START_TIMEOUT = 60.0
 MAX_BATCH = 1024
 SEND_INLINE = 64  # batches up to this many ops are sent from the loop (they fit the pipe)
-# Batches in the bus writer process at once. More than 1 spares the process a wake-up
-# between batches, but splits the waiting publishers into smaller batches, and each
+# One batch in the bus writer process at a time. More would spare the process a wake-up
+# between batches, but split the waiting publishers into smaller batches, and each
 # batch costs a pack, a ref update and wake-ups: on two busy cores 2 measured slower.
-DEPTH = 1
+# The wake-up is spared instead by sending the next batch from the callback that reads
+# an answer, before the answered callers run (`BusWriter._readable`).
 STORE_BELOW = 1024
 Op = tuple[Any, ...]
 
@@ -175,7 +176,7 @@ def _serve(repo: str, durable: bool, conn: Connection) -> None:
                 out = [_wire_error(exc)] * len(ops)
             except Exception as exc:  # reported to every caller of the batch
                 out = [("STORAGE", f"bus writer failed: {exc}", None)] * len(ops)
-            conn.send(out)
+            conn.send((node.policy.policy_root, out))  # the root the daemon signs under next
             maintainer.after_write()
     finally:
         maintainer.close()
@@ -241,27 +242,32 @@ def error_of(raw: Any) -> LedgerError | None:
 class BusWriter:
     """Batches bus writes into a child process; use from the event loop only.
 
-    Up to `depth` batches are in the process at once: while it writes one (file
-    system) it plans the next (CPU), and answers come back in order.
+    No task of its own: `submit` sends a batch at once when the process is idle, and
+    the callback that reads a batch's answer sends everything queued meanwhile as the
+    next batch *before* it wakes the callers of the answered one, so the process never
+    waits for the daemon to deliver replies (one batch in the process at a time;
+    answers come back in order).
     """
 
-    def __init__(self, repo: str, *, durable: bool = False, depth: int = DEPTH) -> None:
+    def __init__(self, repo: str, *, durable: bool = False) -> None:
         self.repo = repo
         self.durable = durable
-        self.depth = depth
         self.restarts = 0
         self.batches = 0
         self.ops = 0
         self._conn: Connection | None = None
         self._proc: Any = None
-        self._queue: asyncio.Queue[tuple[Op, asyncio.Future[Any]]] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
+        self._ops: list[Op] = []  # queued, not yet sent
+        self._futures: list[asyncio.Future[Any]] = []
         self._starting: asyncio.Future[None] | None = None
         self._inflight: collections.deque[list[asyncio.Future[Any]]] = collections.deque()
-        self._slots = asyncio.Semaphore(depth)
+        self._sending: asyncio.Future[Any] | None = None  # a large batch on its way (thread)
         self._restarting: asyncio.Task[None] | None = None
         self._closing = False
-        self._holding = False
+        # The policy root the process gated its last batch under: the daemon signs
+        # envelopes under it (no ref read per message); if the root moved since, the
+        # process signs those envelopes again (`BusLog.plan_many`).
+        self.policy_root: str | None = None
 
     def _start_blocking(self) -> None:
         ctx = multiprocessing.get_context("spawn")
@@ -287,8 +293,6 @@ class BusWriter:
         asyncio.get_running_loop().add_reader(self._conn.fileno(), self._readable)
 
     async def _ensure_started(self) -> None:
-        if self._conn is not None:
-            return
         if self._starting is None:
             self._starting = asyncio.get_running_loop().create_future()
             try:
@@ -299,8 +303,10 @@ class BusWriter:
                 self._starting.set_exception(exc)
                 self._starting.exception()
                 self._starting = None
+                self._ops.clear()  # their callers get this exception, nothing is written
+                self._futures.clear()
                 raise
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="bus-writer")
+            self._dispatch()  # what was queued while it started
         else:
             await asyncio.shield(self._starting)
 
@@ -308,45 +314,50 @@ class BusWriter:
         """Run one operation in the next batch; its raw result (a dict, or an error tuple)."""
         if self._closing:
             raise ProtocolError("the daemon is shutting down", "SHUTTING_DOWN")
-        await self._ensure_started()
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((op, future))
+        self._ops.append(op)
+        self._futures.append(future)
+        if self._conn is None:
+            await self._ensure_started()
+        else:
+            self._dispatch()
         return await future  # a cancelled caller's op is still written; its answer is dropped
 
-    async def _run(self) -> None:
-        while True:
-            first = await self._queue.get()
-            self._holding = True  # taken from the queue, not yet in flight: close() waits
-            await self._slots.acquire()
-            if self._restarting is not None:
-                await self._restarting
-            batch = [first]
-            while len(batch) < MAX_BATCH and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            futures = [future for _, future in batch]
-            self._inflight.append(futures)
-            self._holding = False
-            self.batches += 1
-            self.ops += len(batch)
-            try:
-                assert self._conn is not None
-                ops = [op for op, _ in batch]
-                if len(ops) <= SEND_INLINE:
-                    self._conn.send(ops)
-                else:  # may fill the pipe while the process is busy: not on the loop
-                    await asyncio.get_running_loop().run_in_executor(None, self._conn.send, ops)
-            except (OSError, ValueError):
-                self._died()
+    def _dispatch(self) -> None:
+        """Send what is queued as one batch, unless a batch is in the process already."""
+        if (self._inflight or not self._ops or self._conn is None or self._restarting is not None
+                or self._sending is not None):
+            return
+        ops, futures = self._ops[:MAX_BATCH], self._futures[:MAX_BATCH]
+        del self._ops[:MAX_BATCH], self._futures[:MAX_BATCH]
+        self._inflight.append(futures)
+        self.batches += 1
+        self.ops += len(ops)
+        try:
+            if len(ops) <= SEND_INLINE:
+                self._conn.send(ops)
+            else:  # may fill the pipe while the process reads it: not on the loop
+                self._sending = asyncio.get_running_loop().run_in_executor(None, self._conn.send, ops)
+                self._sending.add_done_callback(self._sent)
+        except (OSError, ValueError):
+            self._died()
+
+    def _sent(self, sending: asyncio.Future[Any]) -> None:
+        self._sending = None
+        if sending.exception() is not None:
+            self._died()
+        else:
+            self._dispatch()  # (its answer may have been read already)
 
     def _readable(self) -> None:
         assert self._conn is not None
         try:
-            results = self._conn.recv()
+            self.policy_root, results = self._conn.recv()
         except (EOFError, OSError):
             self._died()
             return
         futures = self._inflight.popleft()
-        self._slots.release()
+        self._dispatch()  # the next batch first: the process works while we answer
         for future, result in zip(futures, results, strict=True):
             if not future.done():
                 future.set_result(result)
@@ -363,7 +374,6 @@ class BusWriter:
             for future in self._inflight.popleft():
                 if not future.done():
                     future.set_result(("STORAGE", reason, None))
-            self._slots.release()
         self._conn.close()
         self._restarting = loop.create_task(self._restart(), name="bus-writer-restart")
 
@@ -373,18 +383,26 @@ class BusWriter:
             self.restarts += 1
             await asyncio.get_running_loop().run_in_executor(None, self._start_blocking)
             self._attach()
+        except BaseException:
+            # No process: what is queued fails, the next submit starts one again.
+            self._conn = None
+            self._starting = None
+            for future in self._futures:
+                if not future.done():
+                    future.set_result(("STORAGE", "the bus writer could not be restarted", None))
+            self._ops.clear()
+            self._futures.clear()
+            raise
         finally:
             self._restarting = None
+        self._dispatch()
 
     async def close(self) -> None:
         """Write everything queued, then let the process exit."""
         self._closing = True
-        while self._task is not None and (self._holding or self._inflight or not self._queue.empty()):
+        while self._conn is not None and (self._inflight or self._ops or self._restarting is not None):
+            self._dispatch()
             await asyncio.sleep(0.002)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
         if self._restarting is not None:
             with contextlib.suppress(Exception):
                 await self._restarting

@@ -231,3 +231,34 @@ def test_prune_through_the_daemon(tmp_path: Path) -> None:
     assert git(repo, "for-each-ref", "--format=%(refname)", "refs/gatos/mbus/old/").split() == [
         "refs/gatos/mbus/old/-0.1"]
     git(repo, "fsck", "--strict")
+
+
+def test_messages_are_signed_under_the_policy_root_in_force(tmp_path: Path) -> None:
+    """After `gatos policy apply` the next message names the new root (the daemon signs under
+    the root its writer last reported; the writer signs again when that root moved)."""
+    from ledger_core import SignedEvent
+    from tests.integration.conftest import gatos, git_bytes
+
+    repo = make_node(tmp_path / "node", "user:a")
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "10.rules").write_text('deny ns=closed reason="closed"\nrequire caps=$cap\n')
+    with short_dir() as sock:
+        d = start_daemon(repo, socket_dir=sock)
+        try:
+            with d.client() as c:
+                first = publish(c, "t", 1, "p1", key="k")
+                old_root = git(repo, "rev-parse", "refs/gatos/policies/active").strip()
+                assert gatos(repo, "policy", "apply", str(rules)).returncode == 0
+                new_root = git(repo, "rev-parse", "refs/gatos/policies/active").strip()
+                assert new_root != old_root
+                second, third = publish(c, "t", 2, "p2", key="k"), publish(c, "t", 3, "p3", key="k")
+        finally:
+            d.stop()
+    roots = []
+    for r in (first, second, third):
+        assert r["ok"], r
+        data = git_bytes(repo, "cat-file", "blob", f"{r['commit']}:event.cbor")
+        sig = git_bytes(repo, "cat-file", "blob", f"{r['commit']}:event.sig")
+        roots.append(SignedEvent.from_bytes(data, sig).event.policy_root)
+    assert roots == [old_root, new_root, new_root]
