@@ -27,8 +27,13 @@ MAX_TOPIC = 200
 MAX_SHARDS = 256
 
 
+_valid_topics: set[str] = set()  # topics that passed: a publish checks its topic twice
+
+
 def validate_topic(topic: object) -> str:
     """Return `topic` when every `/`-separated component is a safe ref component."""
+    if type(topic) is str and topic in _valid_topics:
+        return topic
     if not isinstance(topic, str) or not topic:
         raise InvalidTopic(f"invalid topic {topic!r}: must be a non-empty string")
     if len(topic) > MAX_TOPIC:
@@ -38,6 +43,10 @@ def validate_topic(topic: object) -> str:
             validate_component(part, "topic component")
         except InvalidName as exc:
             raise InvalidTopic(f"invalid topic {topic!r}: {exc.reason}") from None
+    if type(topic) is str:
+        if len(_valid_topics) >= 4096:
+            _valid_topics.clear()
+        _valid_topics.add(topic)
     return topic
 
 
