@@ -30,6 +30,7 @@ from echo_fold._checkpoint import (
     state_ref,
     state_root,
 )
+from echo_fold._native import native_merge
 from echo_fold._numeric import rng_seed
 from echo_fold._order import Header, extends, max_key, merge
 from echo_fold._sandbox import Sandbox
@@ -193,7 +194,7 @@ class Folder:
                        reader: EventReader) -> Computed:
         if window0 is not None and require_extends and not extends(window0.max_key, tails):
             raise NotAncestor("new events sort before events already folded")
-        order = merge(tails)
+        order = native_merge(tails) if reader.native is not None else merge(tails)
         if until is not None:
             cut = next((i for i, h in enumerate(order) if h.commit == until), None)
             if cut is None:

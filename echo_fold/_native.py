@@ -44,3 +44,9 @@ def open_native(objects: object) -> Any | None:
         return None
     assert _module is not None
     return _module.Packs(folder)
+
+
+def native_merge(chains: list[list[Any]]) -> list[Any]:
+    """`_order.merge` done natively (the same list; only call it when `available()`)."""
+    assert _module is not None
+    return _module.merge(chains)  # type: ignore[no-any-return]

@@ -8,7 +8,7 @@
 
 use sha1::{Digest, Sha1};
 
-use crate::packs::{Store, COMMIT};
+use crate::packs::{Hint, Store, COMMIT};
 
 pub struct Commit<'a> {
     pub tree: &'a str,
@@ -121,8 +121,8 @@ pub fn parse(data: &[u8]) -> Option<Commit<'_>> {
 }
 
 /// A commit's bytes from the packs, only when they hash to `key`.
-pub fn read_commit(store: &Store, key: &[u8; 20]) -> Option<Vec<u8>> {
-    let body = store.read(key, COMMIT)?;
+pub fn read_commit(store: &Store, key: &[u8; 20], hint: &mut Hint) -> Option<Vec<u8>> {
+    let body = store.read(key, COMMIT, hint)?;
     let mut h = Sha1::new();
     h.update(format!("commit {}\0", body.len()).as_bytes());
     h.update(&body);
@@ -156,6 +156,7 @@ pub enum Clock {
 /// `stop` itself when the walk reached it.
 pub fn walk(store: &Store, head: &str, stop: Option<&str>, clock: &Clock) -> (Vec<Row>, Option<String>) {
     let mut rows = Vec::new();
+    let mut hint = Hint::default();
     let mut oid = head.to_string();
     loop {
         if Some(oid.as_str()) == stop {
@@ -165,7 +166,7 @@ pub fn walk(store: &Store, head: &str, stop: Option<&str>, clock: &Clock) -> (Ve
         if oid.bytes().any(|c| c.is_ascii_uppercase()) {
             return (rows, Some(oid));
         }
-        let Some(body) = read_commit(store, &key) else { return (rows, Some(oid)) };
+        let Some(body) = read_commit(store, &key, &mut hint) else { return (rows, Some(oid)) };
         let Some(c) = parse(&body) else { return (rows, Some(oid)) };
         let secs = match clock {
             Clock::Committer => c.committer_secs,

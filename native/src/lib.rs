@@ -15,7 +15,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 use journal::{hex_to_id, walk, Clock, Row};
-use packs::{Store, BLOB, TREE};
+use packs::{Hint, Store, BLOB, TREE};
 
 const EVENT_MARKER: &[u8] = b" event.cbor\0";
 const ZERO_OID: &str = "0000000000000000000000000000000000000000";
@@ -46,11 +46,11 @@ fn event_cid(blob: &[u8]) -> String {
 }
 
 /// The event bytes under a journal commit's tree, checked against its Event-CID.
-fn event_blob(store: &Store, tree: &str, cid: &str) -> Option<Vec<u8>> {
-    let tree = store.read(&hex_to_id(tree)?, TREE)?;
+fn event_blob(store: &Store, tree: &str, cid: &str, hint: &mut Hint) -> Option<Vec<u8>> {
+    let tree = store.read(&hex_to_id(tree)?, TREE, hint)?;
     let at = tree.windows(EVENT_MARKER.len()).position(|w| w == EVENT_MARKER)? + EVENT_MARKER.len();
     let key: [u8; 20] = tree.get(at..at + 20)?.try_into().ok()?;
-    let blob = store.read(&key, BLOB)?;
+    let blob = store.read(&key, BLOB, hint)?;
     if event_cid(&blob) != cid {
         return None;
     }
@@ -151,21 +151,9 @@ impl Packs {
         results.into_iter().map(|(rows, end)| columns(py, rows, end)).collect()
     }
 
-    /// Seconds to read (inflate, hash) commit `oid` `n` times; for the benchmarks.
-    fn time_commit(&self, py: Python<'_>, oid: &str, n: usize) -> Option<f64> {
-        let key = hex_to_id(oid)?;
-        py.allow_threads(|| {
-            let started = std::time::Instant::now();
-            for _ in 0..n {
-                journal::read_commit(&self.store, &key)?;
-            }
-            Some(started.elapsed().as_secs_f64())
-        })
-    }
-
     /// The checked event bytes of a journal commit (tree id, Event-CID), or None.
     fn event_bytes<'py>(&self, py: Python<'py>, tree: &str, cid: &str) -> Option<Bound<'py, PyBytes>> {
-        let blob = py.allow_threads(|| event_blob(&self.store, tree, cid))?;
+        let blob = py.allow_threads(|| event_blob(&self.store, tree, cid, &mut Hint::default()))?;
         Some(PyBytes::new(py, &blob))
     }
 
@@ -193,8 +181,9 @@ impl Packs {
         let wanted: Vec<(&str, &str)> = items.iter().map(|(_, t, c)| (t.as_str(), c.as_str())).collect();
         let blobs: Vec<Option<Vec<u8>>> = py.allow_threads(|| {
             let mut out = Vec::with_capacity(wanted.len());
+            let mut hint = Hint::default();
             for (tree, cid) in &wanted {
-                let blob = event_blob(store, tree, cid);
+                let blob = event_blob(store, tree, cid, &mut hint);
                 let stop = blob.is_none();
                 out.push(blob);
                 if stop {
@@ -291,9 +280,54 @@ fn envelope<'py>(py: Python<'py>, blob: &[u8], ulid: &str, etype: &str) -> Optio
     Some(fields)
 }
 
+/// `ulid ‖ cid` ordering without building the concatenation (Python compares the
+/// concatenated strings; UTF-8 byte order is code point order).
+fn key_cmp(a: (&str, &str), b: (&str, &str)) -> std::cmp::Ordering {
+    if a.0.len() == b.0.len() {
+        (a.0.as_bytes(), a.1.as_bytes()).cmp(&(b.0.as_bytes(), b.1.as_bytes()))
+    } else {
+        a.0.bytes().chain(a.1.bytes()).cmp(b.0.bytes().chain(b.1.bytes()))
+    }
+}
+
+/// `echo_fold._order.merge`: the k-way merge of journals (lists of `Header`, oldest
+/// first) taking next the journal whose next event has the smallest `ulid ‖ cid`, ties
+/// to the lower journal index. Returns the same list the Python merge returns.
+#[pyfunction]
+fn merge<'py>(py: Python<'py>, chains: Vec<Bound<'py, PyList>>) -> PyResult<Bound<'py, PyList>> {
+    let mut keys: Vec<Vec<(Bound<'py, PyString>, Bound<'py, PyString>)>> = Vec::with_capacity(chains.len());
+    for chain in &chains {
+        let mut k = Vec::with_capacity(chain.len());
+        for h in chain.iter() {
+            let h = h.downcast_into::<PyTuple>()?;
+            k.push((h.get_item(2)?.downcast_into::<PyString>()?, h.get_item(3)?.downcast_into::<PyString>()?));
+        }
+        keys.push(k);
+    }
+    let strs: Vec<Vec<(&str, &str)>> = keys
+        .iter()
+        .map(|k| k.iter().map(|(u, c)| Ok((u.to_str()?, c.to_str()?))).collect::<PyResult<Vec<_>>>())
+        .collect::<PyResult<_>>()?;
+    let out = PyList::empty(py);
+    let mut at = vec![0usize; chains.len()];
+    loop {
+        let mut best: Option<usize> = None;
+        for j in 0..chains.len() {
+            if at[j] < strs[j].len() && best.is_none_or(|b| key_cmp(strs[j][at[j]], strs[b][at[b]]).is_lt()) {
+                best = Some(j);
+            }
+        }
+        let Some(j) = best else { break };
+        out.append(chains[j].get_item(at[j])?)?;
+        at[j] += 1;
+    }
+    Ok(out)
+}
+
 #[pymodule]
 fn gatos_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Packs>()?;
+    m.add_function(wrap_pyfunction!(merge, m)?)?;
     m.add("ABI", 1)?;
     Ok(())
 }

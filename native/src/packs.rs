@@ -8,7 +8,6 @@
 use std::cell::RefCell;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use flate2::{Decompress, FlushDecompress, Status};
@@ -114,8 +113,12 @@ fn inflate(input: &[u8], size: usize) -> Option<Vec<u8>> {
 
 pub struct Store {
     packs: Vec<Pack>,
-    last: AtomicUsize,
 }
+
+/// Where the previous object of one reader was found (per thread: two walkers sharing
+/// one hint would keep sending each other through every pack).
+#[derive(Default)]
+pub struct Hint(usize);
 
 impl Store {
     /// The packs under `objects_dir/pack`, newest first (journal heads live in recent packs).
@@ -136,26 +139,29 @@ impl Store {
             }
         }
         found.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-        Store { packs: found.into_iter().map(|(_, _, p)| p).collect(), last: AtomicUsize::new(0) }
+        Store { packs: found.into_iter().map(|(_, _, p)| p).collect() }
     }
 
     pub fn pack_count(&self) -> usize {
         self.packs.len()
     }
 
-    fn locate(&self, key: &[u8; 20]) -> Option<(usize, usize)> {
-        let last = self.last.load(Ordering::Relaxed);
-        if let Some(pack) = self.packs.get(last) {
-            if let Some(off) = pack.find(key) {
-                return Some((last, off));
+    fn locate(&self, key: &[u8; 20], hint: &mut Hint) -> Option<(usize, usize)> {
+        // The pack of the previous object, then the next older one (a journal's parent
+        // is usually in the same pack or the one written before it), then all of them.
+        let last = hint.0;
+        for i in [last, last + 1] {
+            if let Some(off) = self.packs.get(i).and_then(|p| p.find(key)) {
+                hint.0 = i;
+                return Some((i, off));
             }
         }
         for (i, pack) in self.packs.iter().enumerate() {
-            if i == last {
+            if i == last || i == last + 1 {
                 continue;
             }
             if let Some(off) = pack.find(key) {
-                self.last.store(i, Ordering::Relaxed);
+                hint.0 = i;
                 return Some((i, off));
             }
         }
@@ -163,8 +169,8 @@ impl Store {
     }
 
     /// The body of `key` if it is a whole object of type `kind` in a pack.
-    pub fn read(&self, key: &[u8; 20], kind: u8) -> Option<Vec<u8>> {
-        let (i, offset) = self.locate(key)?;
+    pub fn read(&self, key: &[u8; 20], kind: u8, hint: &mut Hint) -> Option<Vec<u8>> {
+        let (i, offset) = self.locate(key, hint)?;
         let data = &self.packs[i].open()?.data[..];
         let mut at = offset;
         let mut byte = *data.get(at)?;

@@ -31,8 +31,9 @@ from tests.integration.daemon_support import make_node
 pytestmark = pytest.mark.integration
 
 REQUIRED = os.environ.get("GATOS_REQUIRE_NATIVE") == "1"
-needs_native = pytest.mark.skipif(_native._module is None and not REQUIRED,
-                                  reason="gatos_native is not built here (scripts/setup.sh builds it with cargo)")
+needs_native = pytest.mark.skipif(
+    _native._module is None and not REQUIRED,
+    reason="gatos_native is not built here (scripts/setup.sh builds it with cargo)")
 
 PROGRAM = b"""
 function init() return {totals = {count = 0, cents = 0, dice = 0}, table = {}} end
