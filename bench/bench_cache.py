@@ -17,6 +17,9 @@ under the system temp dir: two actors, ts = the ULID's millisecond). In the same
    two filters (`actor = alice` and a 100-second window) and one (`actor = alice`);
    GATOS on the index loaded in memory, as the daemon keeps it; SQLite with its page
    cache warm. Goals: build ≤ 10 s, the two-filter query ≤ 5 ms and faster than SQLite.
+
+With the native reader built (`gatos_native`), both GATOS builds walk the journals in
+native threads (no worker processes); `GATOS_NATIVE=0` measures the pure Python path.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_fold import build  # noqa: E402
 
+from echo_fold import _native  # noqa: E402
 from gatosd._cache_wiring import cache_store, rebuild  # noqa: E402
 from kv_cache import IndexSpec, Query, match  # noqa: E402
 from kv_cache._headers import merge, walk_back  # noqa: E402
@@ -102,9 +106,12 @@ def main() -> None:
               "sqlite_build_s": sqlite_build,
               "two_filter_ms": {"gatos": g2, "sqlite": s2, "matches": n2},
               "one_filter_ms": {"gatos": g1, "sqlite": s1, "matches": n1}, "cpus": os.cpu_count()}
+    report["native"] = _native.available()
     if not args.markdown:
         print(json.dumps(report, indent=2))
         return
+    print(f"native reader: {'yes' if _native.available() else 'no (pure Python)'}; "
+          f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     print(f"| measure ({index.count:,} events) | GATOS | SQLite | ratio (SQLite / GATOS) |")
     print("| --- | --- | --- | --- |")
     print(f"| build (GATOS from Git, journals in parallel; SQLite from memory) | {gatos_build:.1f} s | "

@@ -14,7 +14,9 @@ large batches and cached under /tmp (`--cache`). Measured in the same run:
   store port; Event-CID checked; envelope decoded with cbor2), (b) over events
   already decoded in memory.
 
-Medians of `--rounds` runs.
+Medians of `--rounds` runs. With the native reader built (`gatos_native`, see
+native/) journals are walked and event batches read natively; `GATOS_NATIVE=0` measures
+the pure Python path. The first output line says which ran.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import policy
-from echo_fold import Folder, parse_spec
+from echo_fold import Folder, _native, parse_spec
 from echo_fold._order import merge
 from echo_fold._source import EventReader, decode_event
 from gatosd.node import Node
@@ -168,6 +170,7 @@ def main() -> int:
         ("Python loop, same reader", n, statistics.median(py_io)),
         ("Python loop, events in memory", n, statistics.median(py_mem)),
     ]
+    print(f"native reader: {'yes' if _native.available() else 'no (pure Python)'}")
     print(f"events={n} new={args.new} rounds={args.rounds} incremental reps={args.incr_reps} (medians); "
           f"load average at the end {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     print("full rounds: " + ", ".join(f"{x:.1f}" for x in full) + " s; Python loop rounds: "

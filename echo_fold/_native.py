@@ -50,3 +50,8 @@ def native_merge(chains: list[list[Any]]) -> list[Any]:
     """`_order.merge` done natively (the same list; only call it when `available()`)."""
     assert _module is not None
     return _module.merge(chains)  # type: ignore[no-any-return]
+
+
+def native_merge_keys() -> Any:
+    """`gatos_native.merge_keys` (see `kv_cache._headers.merge_columns`), when available."""
+    return _module.merge_keys if available() and _module is not None else None

@@ -67,7 +67,7 @@ def node_path(node: Node) -> str:
 def _cache_store(node: Node) -> CacheStore:
     port = port_reader(node.repo.objects)
     try:
-        from echo_fold._native import open_native
+        from echo_fold._native import native_merge_keys, open_native
         from echo_fold._packs import open_reader
         packs = open_reader(node.repo.objects)
     except ImportError:
@@ -86,6 +86,7 @@ def _cache_store(node: Node) -> CacheStore:
             return walk_columns_native(native, read, heads)
 
         store.walk_many = walk_native
+        store.merge_keys = native_merge_keys()
         store.native_walk = True  # type: ignore[attr-defined]
     return store
 

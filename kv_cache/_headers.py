@@ -168,13 +168,27 @@ def walk_columns_native(native: object, read: ReadCommit, heads: Sequence[Object
     return out
 
 
-def merge_columns(journals: Sequence[Columns]) -> Columns:
-    """The namespace order over whole journals (see `merge`), as columns."""
+MergeKeys = Callable[[list[list[str]]], bytes]
+
+
+def merge_columns(journals: Sequence[Columns], merge_keys: MergeKeys | None = None) -> Columns:
+    """The namespace order over whole journals (see `merge`), as columns.
+
+    `merge_keys` (the native `gatos_native.merge_keys`) may compute the merge: for each
+    position, the index of the journal it comes from (at most 255 journals).
+    """
     live = [j for j in journals if len(j)]
     if not live:
         return Columns.empty()
     if len(live) == 1:
         return live[0]
+    if merge_keys is not None and len(live) < 256:
+        picks = merge_keys([cols.keys for cols in live])
+        fields = []
+        for field in range(6):
+            nexts = [iter(cols[field]).__next__ for cols in live]
+            fields.append([nexts[j]() for j in picks])
+        return Columns(*fields)
     def keyed(j: int, keys: list[str]) -> Iterator[tuple[str, int, int]]:
         return ((key, j, i) for i, key in enumerate(keys))
 

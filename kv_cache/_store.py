@@ -18,6 +18,7 @@ from typing import Any
 from kv_cache._headers import (
     Columns,
     Header,
+    MergeKeys,
     ReadCommit,
     merge,
     merge_columns,
@@ -58,6 +59,7 @@ class CacheStore:
         self.refs = refs
         self.read_commit = read_commit or port_reader(objects)
         self.walk_many = walk_many or self._walk_serially
+        self.merge_keys: MergeKeys | None = None  # a native merge, set by the composition root
 
     def _walk_serially(self, heads: list[ObjectId]) -> list[Columns]:
         return [walk_columns(self.read_commit, head) for head in heads]
@@ -112,7 +114,8 @@ class CacheStore:
         if tails is None or index is None:
             mode = "full"
             index = Index(spec)
-            ordered = merge_columns(self.walk_many([head for _, head in sorted(heads.items())]))
+            journals = self.walk_many([head for _, head in sorted(heads.items())])
+            ordered = merge_columns(journals, self.merge_keys)
         else:
             mode = "incremental"
             ordered = Columns.of(list(merge(tails)))

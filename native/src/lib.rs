@@ -324,10 +324,42 @@ fn merge<'py>(py: Python<'py>, chains: Vec<Bound<'py, PyList>>) -> PyResult<Boun
     Ok(out)
 }
 
+/// The journal each position of the k-way merge of sorted-key lists takes from
+/// (`kv_cache._headers.merge_columns`: smallest key next, ties to the lower journal).
+#[pyfunction]
+fn merge_keys<'py>(py: Python<'py>, keys: Vec<Bound<'py, PyList>>) -> PyResult<Bound<'py, PyBytes>> {
+    if keys.len() > 255 {
+        return Err(pyo3::exceptions::PyValueError::new_err("at most 255 journals"));
+    }
+    let owned: Vec<Vec<Bound<'py, PyString>>> = keys
+        .iter()
+        .map(|l| l.iter().map(|k| k.downcast_into::<PyString>().map_err(PyErr::from)).collect::<PyResult<_>>())
+        .collect::<PyResult<_>>()?;
+    let strs: Vec<Vec<&str>> = owned
+        .iter()
+        .map(|l| l.iter().map(|k| k.to_str()).collect::<PyResult<_>>())
+        .collect::<PyResult<_>>()?;
+    let total: usize = strs.iter().map(Vec::len).sum();
+    let mut out = Vec::with_capacity(total);
+    let mut at = vec![0usize; strs.len()];
+    for _ in 0..total {
+        let mut best = usize::MAX;
+        for j in 0..strs.len() {
+            if at[j] < strs[j].len() && (best == usize::MAX || strs[j][at[j]].as_bytes() < strs[best][at[best]].as_bytes()) {
+                best = j;
+            }
+        }
+        out.push(best as u8);
+        at[best] += 1;
+    }
+    Ok(PyBytes::new(py, &out))
+}
+
 #[pymodule]
 fn gatos_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Packs>()?;
     m.add_function(wrap_pyfunction!(merge, m)?)?;
+    m.add_function(wrap_pyfunction!(merge_keys, m)?)?;
     m.add("ABI", 1)?;
     Ok(())
 }
