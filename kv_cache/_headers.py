@@ -150,10 +150,9 @@ def walk_columns_native(native: object, read: ReadCommit, heads: Sequence[Object
     stops a journal at the first commit it cannot read exactly as `walk_columns` would
     (not in a pack, a delta, another layout); the rest of that journal is walked here.
     """
-    walked = native.walk([(head, None) for head in heads], "author-utc")  # type: ignore[attr-defined]
+    walked = native.walk([(head, None) for head in heads], "author-utc", keys=True)  # type: ignore[attr-defined]
     out = []
-    for commits, trees, ulids, cids, types, actors, seconds, end in walked:
-        keys = [u + c for u, c in zip(ulids, cids, strict=True)]
+    for commits, trees, keys, _cids, types, actors, seconds, end in walked:
         cols = Columns(commits, trees, keys, types, actors, seconds)
         if end is not None:
             try:

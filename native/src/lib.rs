@@ -65,7 +65,7 @@ struct Packs {
 
 type Columns<'py> = Bound<'py, PyTuple>;
 
-fn columns<'py>(py: Python<'py>, rows: Vec<Row>, end: Option<String>) -> PyResult<Columns<'py>> {
+fn columns<'py>(py: Python<'py>, rows: Vec<Row>, end: Option<String>, keys: bool) -> PyResult<Columns<'py>> {
     // Oldest first, as the Python walkers return them. Repeated type and actor strings
     // share one Python object.
     let n = rows.len();
@@ -86,8 +86,14 @@ fn columns<'py>(py: Python<'py>, rows: Vec<Row>, end: Option<String>) -> PyResul
     for row in rows.into_iter().rev() {
         commits.append(PyString::new(py, &row.commit))?;
         trees.append(PyString::new(py, &row.tree))?;
-        ulids.append(PyString::new(py, &row.ulid))?;
-        cids.append(PyString::new(py, &row.cid))?;
+        if keys {
+            let mut key = row.ulid;
+            key.push_str(&row.cid);
+            ulids.append(PyString::new(py, &key))?;
+        } else {
+            ulids.append(PyString::new(py, &row.ulid))?;
+            cids.append(PyString::new(py, &row.cid))?;
+        }
         types.append(shared(&mut last_type, row.etype))?;
         actors.append(shared(&mut last_actor, row.actor))?;
         secs.append(row.secs)?;
@@ -116,7 +122,10 @@ impl Packs {
     /// types, actors, seconds, end)`, oldest first, for the commits from `end`
     /// (exclusive) to the head: `end` is None when the walk reached the root, `stop`
     /// when it reached `stop`, else the commit Python must read itself and continue from.
-    fn walk<'py>(&self, py: Python<'py>, jobs: Vec<(String, Option<String>)>, clock: &str) -> PyResult<Vec<Columns<'py>>> {
+    /// With `keys`, `ulids` holds `ulid ‖ cid` (the order key) and `cids` is empty.
+    #[pyo3(signature = (jobs, clock, keys = false))]
+    fn walk<'py>(&self, py: Python<'py>, jobs: Vec<(String, Option<String>)>, clock: &str, keys: bool
+                 ) -> PyResult<Vec<Columns<'py>>> {
         let clock = match clock {
             "committer" => Clock::Committer,
             "author-utc" => Clock::AuthorUtc,
@@ -148,7 +157,7 @@ impl Packs {
             });
             out.into_iter().map(|r| r.expect("every journal walked")).collect()
         });
-        results.into_iter().map(|(rows, end)| columns(py, rows, end)).collect()
+        results.into_iter().map(|(rows, end)| columns(py, rows, end, keys)).collect()
     }
 
     /// The checked event bytes of a journal commit (tree id, Event-CID), or None.
