@@ -17,6 +17,7 @@ from gatosd._sync import (
     UnknownRemote,
     add_remote,
     default_remote,
+    fork_absorbed,
     list_remotes,
     remove_remote,
 )
@@ -105,6 +106,68 @@ def clone_node(url: str, directory: str, actor: str | None) -> dict[str, Any]:
     return out
 
 
+def resolve_fork(node: Node, fork: str, *, replay: bool) -> dict[str, Any]:
+    """An operator's decision on a journal fork: take the side other nodes have.
+
+    The journal moves to the kept remote side (the one the hub holds). The local side is
+    kept in turn under `refs/gatos/forks/…/<local head>`, so nothing is lost. With
+    `replay`, the local-only events are appended again, byte for byte the same signed
+    envelopes (same CIDs and signatures), on top of the remote side. Their commits are
+    new, and events whose ULID the remote side already has are skipped as duplicates.
+    The gate decides each of them as usual. The move is recorded as a
+    `governance.resolved` event.
+    """
+    from gatosd._refclass import FORKS_PREFIX, Kind, classify, fork_ref, forked_ref
+    from ledger_core import RefName, parse_journal_ref, read_range
+
+    if not fork.startswith(FORKS_PREFIX):
+        raise SyncError(f"{fork} is not a kept fork (refs/gatos/forks/…)")
+    ref, theirs = forked_ref(fork)
+    if classify(ref) is not Kind.JOURNAL:
+        raise SyncError(f"only journal forks are resolved here; {ref} is a {classify(ref).value} ref")
+    ns, _owner = parse_journal_ref(ref)
+    refs, repo = node.repo.refs, node.repo.repo
+    if refs.get(RefName(fork)) != theirs:
+        raise SyncError(f"{fork} does not hold {theirs}")
+    mine = refs.get(RefName(ref))
+    if mine is None or mine == theirs or repo.descendant_of(mine, theirs):
+        raise SyncError(f"{ref} already contains {theirs[:12]}: nothing to resolve")
+    base = repo.merge_base(mine, theirs)
+    local_only = read_range(node.repo.objects, mine, after=str(base) if base else None)  # type: ignore[arg-type]
+    kept = fork_ref(ref, mine)
+    if refs.get(RefName(kept)) is None:
+        refs.compare_and_swap(RefName(kept), None, mine)  # type: ignore[arg-type]
+    refs.compare_and_swap(RefName(ref), mine, theirs)  # type: ignore[arg-type]
+    replayed = []
+    if replay:
+        for entry in local_only:
+            result = node.append(ns, entry.signed)
+            replayed.append({"ulid": result.ulid, "commit": result.commit, "duplicate": result.duplicate})
+    info = {"ref": ref, "took": theirs, "kept_local_at": kept, "local": mine,
+            "local_only_events": len(local_only), "replayed": len(replayed)}
+    if node.repo.config_get(CONFIG_ACTOR):
+        info["event"] = str(node.add_event(CONFLICT_NS, type="governance.resolved", payload=dict(
+            {k: v for k, v in info.items() if isinstance(v, (str, int))})).commit)
+    return {**info, "replayed_events": replayed}
+
+
+def cmd_fork_resolve(args: argparse.Namespace) -> int:
+    print_json(resolve_fork(Node.open(repo_path(args)), args.fork, replay=args.replay))
+    return 0
+
+
+def cmd_fork_list(args: argparse.Namespace) -> int:
+    from gatosd._refclass import FORKS_PREFIX, forked_ref
+
+    node = Node.open(repo_path(args))
+    for fork, oid in node.repo.refs.list(FORKS_PREFIX).items():
+        ref, _ = forked_ref(fork)
+        current = node.repo.refs.get(ref)  # type: ignore[arg-type]
+        absorbed = fork_absorbed(node.repo.repo, node.repo.objects, ref, oid, current)
+        print_json({"fork": fork, "ref": ref, "kept": oid, "current": current, "resolved": absorbed})
+    return 0
+
+
 def cmd_clone(args: argparse.Namespace) -> int:
     print_json(clone_node(args.url, args.dir, args.actor))
     return 0
@@ -140,6 +203,17 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("dir")
     p.add_argument("--actor", help="this node's actor (user:NAME); its key is made and published")
     p.set_defaults(func=cmd_clone)
+
+    fork = sub.add_parser("fork", help="kept sides of diverged histories").add_subparsers(
+        dest="fork_cmd", required=True)
+    p = fork.add_parser("list", help="every kept fork, and whether its ref has absorbed it (JSON lines)")
+    p.set_defaults(func=cmd_fork_list)
+    p = fork.add_parser("resolve", help="move a forked journal to the kept (hub's) side; the local "
+                                        "side is kept in turn")
+    p.add_argument("fork", help="refs/gatos/forks/journal/<ns>/<kind>/<name>/<oid>")
+    p.add_argument("--replay", action="store_true",
+                   help="append the local-only events again on top (same signed bytes, new commits)")
+    p.set_defaults(func=cmd_fork_resolve)
 
     hub = sub.add_parser("hub", help="the push-gate hub").add_subparsers(dest="hub_cmd", required=True)
     p = hub.add_parser("init", help="create a bare hub repository with the pre-receive push-gate")

@@ -472,6 +472,7 @@ def check_forks(scan: Scan) -> list[Finding]:
     event. The fork stays a finding until the ref descends from the kept side.
     """
     from gatosd._refclass import FORKS_PREFIX, forked_ref
+    from gatosd._sync import fork_absorbed
 
     findings = []
     for fork, oid in sorted(scan.refs.items()):
@@ -479,14 +480,15 @@ def check_forks(scan: Scan) -> list[Finding]:
             continue
         ref, kept = forked_ref(fork)
         current = scan.refs.get(ref)
-        if current is not None and (current == oid or scan.is_ancestor(oid, current)):
+        if fork_absorbed(scan.repo, scan.node.repo.objects, ref, oid, current):
             continue
         findings.append(Finding(
             "forks", WARNING,
             f"{ref} forked: this node has {str(current)[:12]}, another node wrote {kept[:12]} "
             f"on the same history (kept at {fork}); neither side was merged",
             f"git log --oneline {current} {oid} --not $(git merge-base {current} {oid}); "
-            "decide which side the actor meant, then stop writing on the other node", ref, oid))
+            f"gatos fork resolve {fork} --replay   (takes the hub's side, appends this node's "
+            "events again on top and keeps the local side)", ref, oid))
     return findings
 
 

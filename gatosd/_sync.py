@@ -33,7 +33,7 @@ import pygit2
 
 from gatosd._merge import join_log, join_state, join_trust, key_changes
 from gatosd._refclass import GATOS, Kind, classify, fork_ref, replicated
-from ledger_core import RefName, verify_commit
+from ledger_core import RefName, read_range, verify_commit
 from ledger_core.errors import LedgerError, RefConflict
 
 ZERO = "0" * 40
@@ -332,6 +332,31 @@ class Syncer:
         return report
 
 
+def fork_absorbed(repo: pygit2.Repository, objects: Any, ref: str, kept: str, current: str | None) -> bool:
+    """Whether `ref` (now at `current`) holds everything of a kept side `kept`.
+
+    A side is absorbed when the ref descends from it, or, for a journal, when every
+    event of that side past the common base is in the current journal, compared by ULID.
+    This is what `gatos fork resolve --replay` leaves behind.
+    """
+    if current is None:
+        return False
+    if current == kept:
+        return True
+    try:
+        if repo.descendant_of(current, kept):
+            return True
+    except (KeyError, ValueError, pygit2.GitError):
+        return False
+    if classify(ref) is not Kind.JOURNAL:
+        return False
+    base = repo.merge_base(kept, current)
+    after = str(base) if base else None
+    theirs = {e.signed.event.ulid for e in read_range(objects, kept, after=after)}
+    ours = {e.signed.event.ulid for e in read_range(objects, current, after=after)}
+    return theirs <= ours
+
+
 def _porcelain(text: str) -> dict[str, tuple[str, str]]:
     """`git push --porcelain` lines `<flag>\\t<from>:<to>\\t<summary>` → to → (flag, summary)."""
     out = {}
@@ -343,5 +368,5 @@ def _porcelain(text: str) -> dict[str, tuple[str, str]]:
 
 
 __all__ = ["CONFLICT_NS", "CONFLICT_TYPE", "SyncError", "SyncReport", "Syncer", "UnknownRemote",
-           "add_remote", "default_remote", "fetch_refspec", "git", "list_remotes", "remove_remote",
-           "tracking_prefix"]
+           "add_remote", "default_remote", "fetch_refspec", "fork_absorbed", "git", "list_remotes",
+           "remove_remote", "tracking_prefix"]

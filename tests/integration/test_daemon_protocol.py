@@ -24,6 +24,7 @@ from gatosd._framing import encode_frame
 from gatosd._jobs_methods import JobMethods
 from gatosd._ledger_methods import LedgerMethods
 from gatosd._registry import Registry
+from gatosd._sync_methods import SyncMethods
 from ledger_core import ZERO_OID, Event, SigningKey, encode_ulid, format_timestamp_ms, sign_event
 from tests.integration.daemon_support import (
     Daemon,
@@ -99,6 +100,7 @@ def test_hello_lists_every_registered_method(client: JsonlClient) -> None:
     JobMethods.register(JobMethods.__new__(JobMethods), registry)
     CacheMethods.register(CacheMethods.__new__(CacheMethods), registry)
     DoctorMethods.register(DoctorMethods.__new__(DoctorMethods), registry)
+    SyncMethods.register(SyncMethods.__new__(SyncMethods), registry)
     reply = client.hello()
     assert reply["server"] == "gatosd" and reply["protocol"] == 1
     assert reply["methods"] == registry.names()

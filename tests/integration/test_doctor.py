@@ -66,7 +66,7 @@ def test_healthy_node_exits_0_with_every_check_run(node: Path) -> None:
     code, report = doctor(node)
     assert code == 0 and report["healthy"] is True, report
     assert set(report["checks"]) == {"refs", "merges", "signatures", "epochs", "cache", "packs",
-                                     "objects", "blobs"}
+                                     "objects", "blobs", "forks"}
     assert all(not c["status"].startswith("failed") for c in report["checks"].values())
     assert report["facts"]["sampled_events"] >= 2
     text = gatos(node, "doctor")

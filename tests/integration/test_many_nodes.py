@@ -294,6 +294,23 @@ def test_one_actor_on_two_nodes_forks_and_is_reported(tmp_path: Path, cluster: d
     again = sync(c)
     assert not again["forks"]
     assert git(cluster["hub"], "rev-parse", fork["kept_at"]).strip() == fork["remote"]
+    # the operator decides: take the hub's side, replay c's event on top, keep c's side
+    c_ulids = event_ulids(c)
+    resolved = ok(gatos(c, "fork", "resolve", fork["kept_at"], "--replay"))
+    assert resolved["local_only_events"] == 1 and resolved["replayed"] == 1
+    assert git(c, "merge-base", "--is-ancestor", fork["remote"], ref, check=False) == ""
+    assert c_ulids <= event_ulids(c)                 # nothing of either side is lost
+    assert gatos(c, "verify").returncode == 0
+    assert gatos(c, "doctor", "--check", "forks").returncode == 0
+    assert sync(c)["ok"] and sync(a)["ok"]
+    assert event_ulids(a) == event_ulids(c)
+    listed = [json.loads(line) for line in ok_lines(gatos(c, "fork", "list"))]
+    assert listed and all(row["resolved"] for row in listed if row["ref"] == ref)
+    # resolving again is refused, naming why; nothing changes
+    before = snapshot(c)
+    again = gatos(c, "fork", "resolve", fork["kept_at"])
+    assert again.returncode == 2 and "nothing to resolve" in again.stderr
+    assert snapshot(c) == before
 
 
 def _free_port() -> int:
