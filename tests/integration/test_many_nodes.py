@@ -257,16 +257,21 @@ def test_second_claim_creation_refused_at_hub(cluster: dict[str, Path]) -> None:
     assert snapshot(hub)[0] == before[0]
 
 
+def copy_private_key(source: Path, target: Path, name: str) -> None:
+    """Put an actor's private key on a second node too, as an operator running both would."""
+    keys = Path(Node.open(str(source)).repo.gatos_dir) / "keys"
+    into = Path(Node.open(str(target)).repo.gatos_dir) / "keys"
+    for path in keys.rglob("*"):
+        if path.is_file() and name in path.name:
+            dest = into / path.relative_to(keys)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, dest)
+
+
 def test_one_actor_on_two_nodes_forks_and_is_reported(tmp_path: Path, cluster: dict[str, Path]) -> None:
     a, c = cluster["a"], cluster["c"]
     # alice's key on node c too (an operator copied it), both nodes in sync
-    key_dir = Path(Node.open(str(a)).repo.gatos_dir) / "keys"
-    target = Path(Node.open(str(c)).repo.gatos_dir) / "keys"
-    for path in key_dir.rglob("*"):
-        if path.is_file() and "alice" in path.name:
-            dest = target / path.relative_to(key_dir)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, dest)
+    copy_private_key(a, c, "alice")
     ok(gatos(a, "event", "add", "--ns", "finance", "--type", "t", "--payload", '{"side":"base"}'))
     sync(a)
     sync(c)
@@ -380,13 +385,7 @@ def test_incomparable_policies_are_a_conflict(cluster: dict[str, Path]) -> None:
     assert sync(a)["ok"]
     # carol's node is not the owner: it applies its own bundle only if allowed; copy alice's
     # key there, as an operator running both nodes would, and edit differently
-    key_dir = Path(Node.open(str(a)).repo.gatos_dir) / "keys"
-    target = Path(Node.open(str(c)).repo.gatos_dir) / "keys"
-    for path in key_dir.rglob("*"):
-        if path.is_file() and "alice" in path.name:
-            dest = target / path.relative_to(key_dir)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, dest)
+    copy_private_key(a, c, "alice")
     crules = Path(c) / "gatos" / "policies" / "00-default.rules"
     crules.parent.mkdir(parents=True, exist_ok=True)
     crules.write_text(original + "require caps=$cap\n")  # node c's, different
