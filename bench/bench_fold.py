@@ -38,6 +38,7 @@ from echo_fold._order import merge
 from echo_fold._source import EventReader, decode_event
 from gatosd.node import Node
 from ledger_core import encode_ulid, format_timestamp_ms
+from ledger_git._deflate import STORE_BELOW
 
 PROGRAM = b"""
 function init() return {totals = {count = 0, cents = 0}, table = {}} end
@@ -52,6 +53,8 @@ SPEC = b"fold_id: bench\nversion: 1\nns: bench\nprogram: p.lua\nchannels: [total
 ACTORS = ("user:alice", "user:bob")
 NS = "bench"
 T0 = 1_700_000_000_000
+# How the objects were written: a data set written another way is built again.
+LAYOUT = f"store_below={STORE_BELOW}"
 
 
 def build(path: str, events: int, batch: int = 20_000) -> Node:
@@ -59,7 +62,8 @@ def build(path: str, events: int, batch: int = 20_000) -> Node:
     marker = os.path.join(path, ".bench-events")
     if os.path.exists(marker):
         with open(marker) as handle:
-            if int(handle.read()) >= events:
+            count, _, layout = handle.read().partition(" ")
+            if int(count) >= events and layout == LAYOUT:
                 return Node.open(path)
     shutil.rmtree(path, ignore_errors=True)
     node, _ = Node.init(path, ACTORS[0], discover=False)
@@ -81,7 +85,7 @@ def build(path: str, events: int, batch: int = 20_000) -> Node:
         print(f"  built {min(events, start + batch)} events ({time.perf_counter() - started:.0f}s)",
               file=sys.stderr, flush=True)
     with open(marker, "w") as handle:
-        handle.write(str(events))
+        handle.write(f"{events} {LAYOUT}")
     return node
 
 

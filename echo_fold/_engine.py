@@ -13,8 +13,11 @@ in-memory adapter in unit tests and on a Git repository in the node.
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -211,106 +214,55 @@ class Folder:
              reader: EventReader) -> Computed:
         fold_root = spec.fold_root_bytes
         inputs_root = bytes.fromhex(window0.inputs_root[7:]) if window0 else bytes(32)
-        seq = window0.events if window0 else 0
-        # Per event of the current batch: its inputs root (32 bytes each) and policy root,
-        # from which `seed_for` derives the event's pcg32 stream when the program asks.
-        roots = bytearray()
-        policies: list[str] = []
-        batch_base = seq
+        # The segment being folded: its first event's global index is `batch_base + 1`;
+        # `seed_for` derives an event's pcg32 stream from its inputs root and policy root.
+        current = Segment([], "flat", [], b"", [], None, 0, inputs_root)
+        batch_base = window0.events if window0 else 0
 
         def seed_for(index: int) -> tuple[int, int]:
             k = index - batch_base - 1
-            return rng_seed(bytes(roots[32 * k:32 * k + 32]), policies[k], fold_root)
+            return rng_seed(current.roots[32 * k:32 * k + 32], current.policies[k], fold_root)
 
         sandbox = Sandbox(spec.program, spec.program_name, spec.channels, seed_for,
                           fuel=spec.fuel, memory=spec.memory)
         if base is not None:
             sandbox.restore(self.stored_state(base, spec.ns, spec.channels))
         policy_root = base.first("Policy-Root") or ZERO_OID if base else ZERO_OID
-        # One batch: its headers, and the fields `Sandbox.run_flat` takes: six per event
-        # in `flat`, and ulid, cid and commit in `ids` (sent packed in one string when
-        # they all have their usual lengths, as three strings per event otherwise).
-        headers: list[Header] = []
-        flat: list[Any] = []
-        ids: list[str] = []
-        fixed = True
-        done = 0
-
-        def flush() -> None:
-            nonlocal batch_base, fixed
-            count = len(headers)
-            packed = "".join(ids) if fixed and PACK_IDS else None
-            try:
-                if packed is not None and packed.isascii():
-                    sandbox.run_flat(flat, count, batch_base, packed)
-                else:
-                    nonets: list[Any] = []
-                    for i in range(count):
-                        f, h = flat[6 * i:6 * i + 6], headers[i]
-                        nonets += (f[0], h.ulid, h.cid, f[1], h.commit, f[2], f[3], f[4], f[5])
-                    sandbox.run_flat(nonets, count, batch_base)
-            except ProgramError as exc:
-                at = sandbox.failed_at() - batch_base - 1
-                if 0 <= at < count:
-                    h = headers[at]
-                    exc.reason = f"{exc.reason} at event {batch_base + at + 1} (ulid {h.ulid}, cid {h.cid})"
-                    exc.args = (exc.reason,)
-                raise
-            batch_base += count
-            headers.clear()
-            flat.clear()
-            ids.clear()
-            roots.clear()
-            policies.clear()
-            fixed = True
-            if progress is not None:
-                progress(done, len(order))
-
-        accepts = spec.accepts
-        read_blob = reader.blob
-        digest = blake3.blake3
-        intern = sys.intern
-        stage = reader.native.stage if reader.native is not None else None
-        total = len(order)
-        while done < total:
-            # The next events up to a full batch, those of the accepted types.
-            chunk: list[Header] = []
-            room = BATCH - len(headers)
-            while done < total and len(chunk) < room:
-                header = order[done]
-                done += 1
-                if accepts(header.type):
-                    chunk.append(header)
-            k = 0
-            while k < len(chunk):
-                if stage is not None:
-                    # Natively, up to the first event that needs the Python path below.
-                    n, more, batch_roots, batch_policies, packed_ids, inputs_root = stage(chunk, k, inputs_root)
-                    if n:
-                        headers += chunk[k:k + n]
-                        flat += more
-                        roots += batch_roots
-                        policies += batch_policies
-                        ids.append(packed_ids)
-                        k += n
-                        continue
-                header = chunk[k]
-                k += 1
-                envelope = decode_event(header, read_blob(header))
-                inputs_root = digest(inputs_root + header.cid.encode("ascii")).digest()
-                policy = envelope.get("policy_root", ZERO_OID)
-                roots += inputs_root
-                policies.append(policy)
-                headers.append(header)
-                flat += (intern(header.type), intern(envelope.get("actor", "")), policy,
-                         envelope.get("payload"), envelope.get("ts"), envelope.get("caps"))
-                ids.append(header.ulid + header.cid + header.commit)
-                if fixed and (len(header.ulid) != 26 or len(header.cid) != 59 or len(header.commit) != 40):
-                    fixed = False
-            if policies:
-                policy_root = policies[-1]
-            if len(headers) >= BATCH or (done >= total and headers):
-                flush()
+        segments = _segments(order, spec.accepts, reader, inputs_root)
+        if reader.native is not None:
+            segments = _prefetch(segments)
+        try:
+            for current in segments:
+                count = len(current.headers)
+                try:
+                    if current.kind == "lua":
+                        sandbox.run_chunk(current.data, count, batch_base, current.packed or "")
+                    else:
+                        sandbox.run_flat(current.data, count, batch_base, current.packed)
+                except ProgramError as exc:
+                    at = sandbox.failed_at() - batch_base - 1
+                    if 0 <= at < count:
+                        h = current.headers[at]
+                        exc.reason = f"{exc.reason} at event {batch_base + at + 1} (ulid {h.ulid}, cid {h.cid})"
+                        exc.args = (exc.reason,)
+                    raise
+                except OverflowError:  # lupa: a Python int that no Lua integer holds
+                    at, value = _first_wide_int(current)
+                    h = current.headers[at]
+                    raise ProgramError(
+                        f"{spec.program_name}: event {batch_base + at + 1} (ulid {h.ulid}, cid {h.cid}) "
+                        f"holds the integer {value}, outside the signed 64-bit range of fold values"
+                    ) from None
+                batch_base += count
+                inputs_root = current.inputs_root
+                if current.policies:
+                    policy_root = current.policies[-1]
+                if progress is not None:
+                    progress(current.done, len(order))
+        finally:
+            close = getattr(segments, "close", None)
+            if close is not None:
+                close()
         seq = batch_base
         state = sandbox.encode()
         time = order[-1].time if order else (window0.time if window0 else 0)
@@ -378,6 +330,180 @@ class Folder:
                 ) -> FoldResult:
         return FoldResult(spec.ns, oid, root, computed.window.events, computed.new_events,
                           computed.base is not None, written, computed.state, spec)
+
+
+
+@dataclass
+class Segment:
+    """Consecutive events ready for the sandbox, with what `seed_for` needs of them.
+
+    `kind` "lua": `data` is a Lua text chunk of type, actor, policy_root, payload, ts and
+    caps per event (native reader) and `packed` holds ulid ‖ cid ‖ commit of each.
+    `kind` "flat": `data` is the same sextets as Python objects with `packed`, or nonets
+    (with ulid, cid and commit) when `packed` is None. `done` is how far into the order
+    the fold is once these are folded; `inputs_root` is the root after the last one.
+    """
+
+    headers: list[Header]
+    kind: str
+    data: Any
+    roots: bytes
+    policies: list[str]
+    packed: str | None
+    done: int
+    inputs_root: bytes
+
+
+class _Gathered:
+    """Events read by the Python path, gathered into one "flat" segment."""
+
+    def __init__(self) -> None:
+        self.headers: list[Header] = []
+        self.flat: list[Any] = []
+        self.ids: list[str] = []
+        self.roots = bytearray()
+        self.policies: list[str] = []
+        self.fixed = True  # every ulid, cid and commit of its usual length
+
+    def add(self, header: Header, envelope: dict[str, Any], root: bytes) -> None:
+        policy = envelope.get("policy_root", ZERO_OID)
+        self.roots += root
+        self.policies.append(policy)
+        self.headers.append(header)
+        self.flat += (sys.intern(header.type), sys.intern(envelope.get("actor", "")), policy,
+                      envelope.get("payload"), envelope.get("ts"), envelope.get("caps"))
+        self.ids.append(header.ulid + header.cid + header.commit)
+        if self.fixed and (len(header.ulid) != 26 or len(header.cid) != 59 or len(header.commit) != 40):
+            self.fixed = False
+
+    def segment(self, done: int, inputs_root: bytes) -> Segment:
+        packed = "".join(self.ids) if self.fixed and PACK_IDS else None
+        roots = bytes(self.roots)
+        if packed is not None and packed.isascii():
+            return Segment(self.headers, "flat", self.flat, roots, self.policies, packed, done, inputs_root)
+        nonets: list[Any] = []
+        for i, h in enumerate(self.headers):
+            f = self.flat[6 * i:6 * i + 6]
+            nonets += (f[0], h.ulid, h.cid, f[1], h.commit, f[2], f[3], f[4], f[5])
+        return Segment(self.headers, "flat", nonets, roots, self.policies, None, done, inputs_root)
+
+
+def _segments(order: list[Header], accepts: Callable[[str], bool], reader: EventReader,
+              inputs_root: bytes) -> Iterator[Segment]:
+    """The accepted events of `order` read and checked, in segments of at most `BATCH`.
+
+    With the native reader, each batch is read natively (as Lua text) up to the first
+    event it leaves to Python; such events are read here, one by one, as the pure path
+    reads every event. Deterministic: the segments depend only on the events.
+    """
+    read_blob = reader.blob
+    digest = blake3.blake3
+    stage = reader.native.stage_lua if reader.native is not None else None
+    total = len(order)
+    done = 0
+    while done < total:
+        chunk: list[Header] = []
+        while done < total and len(chunk) < BATCH:
+            header = order[done]
+            done += 1
+            if accepts(header.type):
+                chunk.append(header)
+        k = 0
+        gathered = _Gathered()
+        while k < len(chunk):
+            if stage is not None:
+                n, text, batch_roots, batch_policies, packed_ids, root = stage(chunk, k, inputs_root)
+                if n:
+                    if gathered.headers:
+                        yield gathered.segment(done, inputs_root)
+                        gathered = _Gathered()
+                    inputs_root = root
+                    yield Segment(chunk[k:k + n], "lua", text, batch_roots, batch_policies, packed_ids,
+                                  done, inputs_root)
+                    k += n
+                    continue
+            header = chunk[k]
+            k += 1
+            envelope = decode_event(header, read_blob(header))
+            inputs_root = digest(inputs_root + header.cid.encode("ascii")).digest()
+            gathered.add(header, envelope, inputs_root)
+        if gathered.headers:
+            yield gathered.segment(done, inputs_root)
+
+
+def _wide_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if not -(2**63) <= value < 2**63 else None
+    items = value.items() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    for item in items:
+        for part in item if isinstance(value, dict) else (item,):
+            found = _wide_int(part)
+            if found is not None:
+                return found
+    return None
+
+
+def _first_wide_int(segment: Segment) -> tuple[int, int]:
+    """The first event of a "flat" segment holding an integer Lua cannot, and that integer."""
+    width = 6 if segment.packed is not None else 9
+    for i in range(len(segment.headers)):
+        found = _wide_int(segment.data[width * i:width * i + width])
+        if found is not None:
+            return i, found
+    raise AssertionError("no integer out of range in the segment")  # pragma: no cover
+
+
+class _Raised:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+_END = object()
+
+
+def _prefetch(items: Iterator[Segment], depth: int = 2) -> Iterator[Segment]:
+    """`items`, produced on a second thread up to `depth` ahead.
+
+    The native reader works without the GIL and Lua runs without it too, so reading the
+    next batch overlaps folding this one. Items and errors arrive in the producer's
+    order, so a failure surfaces at the same event as without the thread.
+    """
+    slots: queue.Queue[Any] = queue.Queue(depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        slots.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            slots.put(_END)
+        except BaseException as exc:  # handed to the consumer, raised there
+            slots.put(_Raised(exc))
+
+    worker = threading.Thread(target=produce, name="fold-reader", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = slots.get()
+            if item is _END:
+                return
+            if isinstance(item, _Raised):
+                raise item.exc
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():
+            with contextlib.suppress(queue.Empty):
+                slots.get(timeout=0.05)
+        worker.join()
 
 
 def heads_of(cp: Checkpoint) -> dict[str, ObjectId]:

@@ -497,6 +497,15 @@ function runner.run_flat(flat, n, base, packed)
   runner.run(events, n, base)
 end
 
+-- The same with the flat fields given as Lua text (`return{...}`, written by the native
+-- reader from the event bytes, see native/src/luatext.rs): loaded as text only, in a
+-- fresh empty environment, outside the hook. It only builds tables of constants.
+function runner.run_chunk(chunk, n, base, packed)
+  local make, err = raw_load(chunk, "=events", "t", {})
+  if make == nil then raw_error("gatos:internal: an event chunk did not load: " .. raw_tostring(err), 0) end
+  runner.run_flat(make(), n, base, packed)
+end
+
 function runner.encode(channels)
   local seen = {}
   local out = {}

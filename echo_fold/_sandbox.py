@@ -130,6 +130,12 @@ class Sandbox:
         table = self._lua.table_from(flat, recursive=True)
         self._guard(lambda: self._runner.run_flat(table, count, base, packed), "event")
 
+    def run_chunk(self, chunk: bytes, count: int, base: int, packed: str) -> None:
+        """As `run_flat` with `packed`, the sextets given as a Lua text chunk
+        (`return{...}`, see native/src/luatext.rs) that builds the same table."""
+        if count:
+            self._guard(lambda: self._runner.run_chunk(chunk, count, base, packed), "event")
+
     def failed_at(self) -> int:
         """The global index of the event being folded when the runtime failed (0 = init)."""
         try:

@@ -7,9 +7,9 @@ gives a valid zlib stream that Git and libgit2 inflate as usual.
 
 `stored` is the cheapest valid stream of all: the data in deflate "stored" blocks
 (zlib level 0) plus the Adler-32, about a twentieth of `deflate`'s cost for a small
-object. Writers that are CPU-bound on many small, poorly compressible objects (the bus:
-signatures, trees and commits full of hashes) use it below a size; `git repack -F`
-or `git gc --aggressive` compresses them later if wanted.
+object. Small objects full of hashes and signatures (event and message commits, trees,
+envelopes) barely compress, so the object store stores them below `STORE_BELOW`;
+`git repack -F` or `git gc --aggressive` compresses them later if wanted.
 """
 
 from __future__ import annotations
@@ -17,6 +17,14 @@ from __future__ import annotations
 import zlib
 
 _STORED_MAX = 0xFFFF  # the largest stored block
+STORE_BELOW = 1024
+"""Objects shorter than this are stored, not deflated, by default (`GitObjectStore`).
+
+Measured on a 574-byte event commit: deflated 432 bytes, written in 14.5 µs and
+inflated in 4.7 µs; stored 585 bytes, 0.6 µs and 0.4 µs. A full fold inflates every
+journal commit, so this is most of its read cost; the space costs about a third more
+for such objects, which `git repack -F` or `git gc --aggressive` wins back if wanted.
+"""
 
 
 def deflate(data: bytes, level: int = 1) -> bytes:

@@ -11,7 +11,7 @@ from pygit2.enums import ObjectType
 
 from ledger_core import GitObject, ObjectId, ObjectStore
 from ledger_core.errors import CorruptObject, NotFound
-from ledger_git._deflate import compress
+from ledger_git._deflate import STORE_BELOW, compress
 from ledger_git._pack import PackEntry, pack_entries, write_pack_entries
 from ledger_git.errors import map_git_errors
 
@@ -32,9 +32,12 @@ class GitObjectStore(ObjectStore):
         self.objects_dir = os.path.join(repo.path, "objects")
         self._folders: set[str] = set()
         self.packs_written = 0
-        # Objects shorter than this are written as stored (uncompressed) zlib streams:
-        # 0 (the default) compresses everything; the bus writer sets it (see `_deflate`).
-        self.store_below = 0
+        # Objects shorter than this are written as stored (uncompressed) zlib streams
+        # (see `_deflate`): 0 compresses everything. Event commits, trees and blobs are a
+        # few hundred bytes, mostly hashes and signatures: deflated they shrink by about a
+        # quarter, but writing them costs ~20x more and every later read (a full fold
+        # inflates each journal commit) ~10x more.
+        self.store_below = STORE_BELOW
         # Set by a `PackMaintainer`: packs of at most this many objects are remembered
         # (name and entries) in `small_packs` so it can merge them without reading back.
         self.remember_small: int = 0

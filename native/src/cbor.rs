@@ -27,13 +27,17 @@ impl<'a> Decoder<'a> {
         self.at == self.data.len()
     }
 
-    fn byte(&mut self) -> Result<u8, Unusual> {
+    pub(crate) fn remaining(&self) -> usize {
+        self.data.len() - self.at
+    }
+
+    pub(crate) fn byte(&mut self) -> Result<u8, Unusual> {
         let b = *self.data.get(self.at).ok_or(Unusual)?;
         self.at += 1;
         Ok(b)
     }
 
-    fn argument(&mut self, info: u8) -> Result<u64, Unusual> {
+    pub(crate) fn argument(&mut self, info: u8) -> Result<u64, Unusual> {
         let n = match info {
             0..=23 => return Ok(info as u64),
             24 => 1,
@@ -48,7 +52,7 @@ impl<'a> Decoder<'a> {
         Ok(bytes.iter().fold(0u64, |acc, &b| (acc << 8) | b as u64))
     }
 
-    fn take(&mut self, len: u64) -> Result<&'a [u8], Unusual> {
+    pub(crate) fn take(&mut self, len: u64) -> Result<&'a [u8], Unusual> {
         let len = usize::try_from(len).map_err(|_| Unusual)?;
         let end = self.at.checked_add(len).ok_or(Unusual)?;
         let out = self.data.get(self.at..end).ok_or(Unusual)?;

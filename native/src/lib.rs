@@ -7,6 +7,7 @@
 
 mod cbor;
 mod journal;
+mod luatext;
 mod packs;
 
 use std::path::PathBuf;
@@ -247,6 +248,141 @@ impl Packs {
         PyTuple::new(py, [done.into_pyobject(py)?.into_any(), flat.into_any(), PyBytes::new(py, &roots).into_any(),
                           policies.into_any(), PyString::new(py, &packed).into_any(), PyBytes::new(py, &root).into_any()])
     }
+
+    /// `stage`, with the six fields of every event written as one Lua chunk
+    /// (`return{type,actor,policy_root,payload,ts,caps,...}`, see `luatext`) instead of
+    /// Python objects, all of it without the GIL, so the next batch is read while Lua
+    /// folds this one. Stops, like `stage`, at the first event it cannot do exactly as
+    /// the Python path does (and also at values `luatext` leaves to Python).
+    ///
+    /// Returns `(n, chunk, roots, policies, packed, inputs_root)`.
+    fn stage_lua<'py>(&self, py: Python<'py>, headers: &Bound<'py, PyList>, start: usize, inputs_root: &[u8]
+                      ) -> PyResult<Bound<'py, PyTuple>> {
+        let mut items: Vec<[String; 5]> = Vec::with_capacity(headers.len().saturating_sub(start));
+        for i in start..headers.len() {
+            let h = headers.get_item(i)?.downcast_into::<PyTuple>()?;
+            let field = |k: usize| -> PyResult<String> { h.get_item(k)?.extract() };
+            items.push([field(0)?, field(1)?, field(2)?, field(3)?, field(4)?]);
+        }
+        let root: [u8; 32] = inputs_root.try_into().map_err(|_| pyo3::exceptions::PyValueError::new_err("inputs_root is 32 bytes"))?;
+        let store = &self.store;
+        let staged = py.allow_threads(|| stage_lua_batch(store, &items, root));
+        let policies = PyList::empty(py);
+        let mut last: Option<(&str, Bound<'py, PyString>)> = None;
+        for policy in &staged.policies {
+            let obj = match &last {
+                Some((text, obj)) if *text == policy.as_str() => obj.clone(),
+                _ => PyString::new(py, policy),
+            };
+            policies.append(&obj)?;
+            last = Some((policy.as_str(), obj));
+        }
+        PyTuple::new(py, [staged.done.into_pyobject(py)?.into_any(), PyBytes::new(py, &staged.chunk).into_any(),
+                          PyBytes::new(py, &staged.roots).into_any(), policies.into_any(),
+                          PyString::new(py, &staged.packed).into_any(), PyBytes::new(py, &staged.root).into_any()])
+    }
+}
+
+struct Staged {
+    done: usize,
+    chunk: Vec<u8>,
+    roots: Vec<u8>,
+    policies: Vec<String>,
+    packed: String,
+    root: [u8; 32],
+}
+
+/// The work of `stage_lua` (no Python objects): `items` are commit, tree, ulid, cid, type.
+fn stage_lua_batch(store: &Store, items: &[[String; 5]], mut root: [u8; 32]) -> Staged {
+    let mut out = Staged { done: 0, chunk: b"return{".to_vec(), roots: Vec::new(), policies: Vec::new(),
+                           packed: String::new(), root };
+    let mut hint = Hint::default();
+    let mut slots: [Vec<u8>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+    for [commit, tree, ulid, cid, etype] in items {
+        if ulid.len() != 26 || cid.len() != 59 || commit.len() != 40 || !ulid.is_ascii() || !commit.is_ascii() || !cid.is_ascii() {
+            break; // the engine sends such events one field at a time
+        }
+        let Some(blob) = event_blob(store, tree, cid, &mut hint) else { break };
+        let first = 6 * out.done; // this event's first index in the chunk's table, from 0
+        let Some((actor, policy)) = envelope_lua(&blob, ulid, etype, first, &mut slots) else { break };
+        let mark = out.chunk.len();
+        luatext::quote(&mut out.chunk, etype.as_bytes());
+        out.chunk.push(b',');
+        luatext::quote(&mut out.chunk, actor.as_bytes());
+        out.chunk.push(b',');
+        luatext::quote(&mut out.chunk, policy.as_bytes());
+        out.chunk.push(b',');
+        for slot in &slots {
+            out.chunk.extend_from_slice(if slot.is_empty() { b"nil" } else { slot });
+            out.chunk.push(b',');
+        }
+        debug_assert!(out.chunk.len() > mark);
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&root);
+        hasher.update(cid.as_bytes());
+        root = *hasher.finalize().as_bytes();
+        out.roots.extend_from_slice(&root);
+        out.policies.push(policy);
+        out.packed.push_str(ulid);
+        out.packed.push_str(cid);
+        out.packed.push_str(commit);
+        out.done += 1;
+    }
+    out.chunk.push(b'}');
+    out.root = root;
+    out
+}
+
+/// An envelope's actor and policy_root (their defaults when absent), with its payload,
+/// ts and caps written as Lua text into `slots` (empty for absent or null), when its
+/// ulid and type match and everything in it has a Lua text form (see `luatext`).
+/// `first` is the position of the event's type in the chunk's table (for registers).
+fn envelope_lua(blob: &[u8], ulid: &str, etype: &str, first: usize, slots: &mut [Vec<u8>; 3]) -> Option<(String, String)> {
+    const FLUSH: usize = 50;
+    for slot in slots.iter_mut() {
+        slot.clear();
+    }
+    let mut d = cbor::Decoder::new(blob);
+    let pairs = d.map_header().ok()?;
+    let (mut actor, mut policy) = (String::new(), ZERO_OID.to_string());
+    let (mut seen_ulid, mut seen_type) = (false, false);
+    let mut previous: &[u8] = &[];
+    let mut scratch = Vec::new();
+    for _ in 0..pairs {
+        let (key, encoded) = d.text().ok()?;
+        if !previous.is_empty() && !cbor::canonical_less(previous, encoded) {
+            return None;
+        }
+        previous = encoded;
+        match key {
+            "ulid" | "type" | "actor" | "policy_root" => {
+                // Must be text (the Python path leaves anything else to its own checks).
+                let (text, _) = d.text().ok()?;
+                match key {
+                    "ulid" if text == ulid => seen_ulid = true,
+                    "type" if text == etype => seen_type = true,
+                    "actor" => actor = text.to_string(),
+                    "policy_root" => policy = text.to_string(),
+                    _ => return None,
+                }
+            }
+            "payload" | "ts" | "caps" => {
+                let slot = match key { "payload" => 0, "ts" => 1, _ => 2 };
+                let registers = 1 + (first + 3 + slot) % FLUSH;
+                if !d.lua(&mut slots[slot], 1, registers).ok()? {
+                    slots[slot].clear();
+                }
+            }
+            _ => {
+                scratch.clear();
+                d.lua(&mut scratch, 1, 0).ok()?;
+            }
+        }
+    }
+    if !d.done() || !seen_ulid || !seen_type {
+        return None;
+    }
+    Some((actor, policy))
 }
 
 /// actor, policy_root, payload, ts, caps of an envelope whose ulid and type match.
@@ -369,6 +505,6 @@ fn gatos_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Packs>()?;
     m.add_function(wrap_pyfunction!(merge, m)?)?;
     m.add_function(wrap_pyfunction!(merge_keys, m)?)?;
-    m.add("ABI", 1)?;
+    m.add("ABI", 2)?;
     Ok(())
 }

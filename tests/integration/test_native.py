@@ -20,6 +20,7 @@ import pytest
 
 from echo_fold import Folder, _native, _packs, parse_spec
 from echo_fold._source import EventReader
+from echo_fold.errors import ProgramError
 from gatosd._cache_wiring import cache_store
 from gatosd.node import Node
 from kv_cache import IndexSpec
@@ -213,3 +214,148 @@ def test_a_damaged_event_is_an_error_on_both_paths(repo: Path, monkeypatch: pyte
     for native in (False, True):
         with pytest.raises(LedgerError):
             _fold(repo, monkeypatch, native=native)
+
+
+# Every value shape the native reader writes as Lua text, and those it must leave to
+# Python (an array with a null, ints past 64 bits, nesting past its depth), with a
+# program that records each payload's exact shape, `#` of every table included.
+SHAPES_PROGRAM = b"""
+local function ser(v, out)
+  local t = type(v)
+  if t == "table" then
+    out[#out + 1] = "{"
+    for k, x in pairs(v) do ser(k, out); out[#out + 1] = "="; ser(x, out); out[#out + 1] = "," end
+    out[#out + 1] = "#" .. #v .. "}"
+  elseif t == "string" then
+    out[#out + 1] = "s"
+    for i = 1, #v do out[#out + 1] = string.format("%02x", string.byte(v, i)) end
+  else
+    out[#out + 1] = tostring(v) .. ":" .. (math.type(v) or t)
+  end
+end
+function init() return {rows = {}} end
+function step(s, ev)
+  local out = {}
+  ser(ev.payload, out)
+  s.rows[#s.rows + 1] = {ev.seq, ev.actor, ev.ts or "-", ev.cid, ev.commit, table.concat(out)}
+end
+"""
+SHAPES_SPEC = b"fold_id: shapes\nversion: 1\nns: shapes\nprogram: p.lua\nchannels: [rows]\n"
+
+
+def _nested(depth: int) -> Any:
+    value: Any = "bottom"
+    for i in range(depth):
+        value = [i, value] if i % 2 else {"k": value}
+    return value
+
+
+SHAPES: list[Any] = [
+    {"s": '"\\\n\r\t\x00\x1f\x7f]]--[[ "},os.exit(),{"', "u": "é\u2603\U0001f600", "empty": ""},
+    {'a"b': 1, "": 2, "\n": 3, "]=": 4, "\\": [5]},
+    {"bin": b"\x00\xff\"\\\n]]", "flags": [True, False], "none": None},
+    {"edges": [2**63 - 1, -(2**63), 0, -1, 23, 24, 255, 256, 65535, 65536, 2**32]},
+    {"wide": [*range(120), [list(range(55)) for _ in range(3)]]},
+    {"deep": _nested(30)},
+    {"empty": [], "map": {}},
+    {"holes": [1, None, 3]},          # left to Python: a hole
+    {"deeper": _nested(40)},          # left to Python: past the text depth
+    [1, 2, 3],                        # a payload that is not a map
+    "just text",
+    None,
+]
+
+
+@needs_native
+def test_lua_text_chunks_equal_python_conversion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Events read natively as Lua text fold to the same state as converted Python objects,
+    for quoting, escapes, integer edges, wide and deep tables, maps with nulls; the shapes
+    the text cannot express exactly go through Python in the same fold."""
+    path = make_node(tmp_path / "node", *ACTORS)
+    node = Node.open(str(path))
+    items = []
+    for i in range(600):  # several batches, each shape many times, in a pack
+        shape = SHAPES[i % len(SHAPES)]
+        ev = node.build_event(type="shape", payload=shape, actor=ACTORS[i % 2],
+                              ulid=encode_ulid(T0 + i, i.to_bytes(10, "big")),
+                              ts=format_timestamp_ms(T0 + i) if i % 3 else None)
+        items.append(("shapes", node.sign(ev)))
+    for result in node.append_many(items, preverified=True):
+        assert not isinstance(result, Exception), result
+    chunks: list[int] = []
+    from echo_fold import _sandbox
+    real = _sandbox.Sandbox.run_chunk
+
+    def counting(self: Any, chunk: bytes, count: int, base: int, packed: str) -> None:
+        chunks.append(count)
+        real(self, chunk, count, base, packed)
+
+    monkeypatch.setattr(_sandbox.Sandbox, "run_chunk", counting)
+    states = []
+    for native in (False, True):
+        monkeypatch.setenv("GATOS_NATIVE", "1" if native else "0")
+        reopened = Node.open(str(path))
+        folder = Folder(reopened.repo.objects, reopened.repo.refs)
+        spec = parse_spec(SHAPES_SPEC, read_program=lambda _n: SHAPES_PROGRAM)
+        computed = folder.compute(spec, folder.journals("shapes"))
+        states.append((computed.state, computed.window, folder._build(spec, computed, None)[1:]))
+    assert states[0] == states[1]
+    assert len(states[0][0]["rows"]) == 600
+    assert 0 < sum(chunks) < 600  # most events went as text, the unusual ones through Python
+    assert sum(chunks) >= 600 - 4 * (600 // len(SHAPES) + 1)
+
+
+@needs_native
+@pytest.mark.parametrize("wide", [2**63, -(2**63) - 1, 2**64 - 1, -(2**64)])
+def test_an_integer_past_64_bits_fails_the_fold_on_both_paths(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, wide: int) -> None:
+    """Lua holds signed 64-bit integers: a wider one is a clear fold error naming the
+    event, the same with and without the native reader, and no checkpoint is written."""
+    path = make_node(tmp_path / "node", *ACTORS)
+    node = Node.open(str(path))
+    items = []
+    for i in range(40):
+        payload = {"n": [1, {"x": wide}]} if i == 25 else {"n": i}
+        ev = node.build_event(type="shape", payload=payload, actor=ACTORS[0],
+                              ulid=encode_ulid(T0 + i, i.to_bytes(10, "big")))
+        items.append(("shapes", node.sign(ev)))
+    for result in node.append_many(items, preverified=True):
+        assert not isinstance(result, Exception), result
+    bad_ulid = encode_ulid(T0 + 25, (25).to_bytes(10, "big"))
+    for native in (False, True):
+        monkeypatch.setenv("GATOS_NATIVE", "1" if native else "0")
+        reopened = Node.open(str(path))
+        folder = Folder(reopened.repo.objects, reopened.repo.refs)
+        spec = parse_spec(SHAPES_SPEC, read_program=lambda _n: SHAPES_PROGRAM)
+        with pytest.raises(ProgramError, match=rf"event 26 \(ulid {bad_ulid}.*{wide}.*64-bit"):
+            folder.fold(spec)
+        assert reopened.repo.refs.get("refs/gatos/state/shapes") is None
+
+
+@needs_native
+def test_a_program_error_names_the_same_event_with_the_reader_thread(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the native reader the next batch is read on a second thread: an error in the
+    program still names the event it failed on, and the thread is gone afterwards."""
+    import threading
+    path = make_node(tmp_path / "node", *ACTORS)
+    node = Node.open(str(path))
+    items = []
+    for i in range(9000):  # three batches
+        ev = node.build_event(type="shape", payload={"n": i}, actor=ACTORS[i % 2],
+                              ulid=encode_ulid(T0 + i, i.to_bytes(10, "big")))
+        items.append(("shapes", node.sign(ev)))
+    for result in node.append_many(items, preverified=True):
+        assert not isinstance(result, Exception), result
+    program = b"function init() return {n = 0} end\n" \
+              b"function step(s, ev) if ev.payload.n == 5000 then error('boom') end s.n = s.n + 1 end\n"
+    before = threading.active_count()
+    for native in (False, True):
+        monkeypatch.setenv("GATOS_NATIVE", "1" if native else "0")
+        reopened = Node.open(str(path))
+        folder = Folder(reopened.repo.objects, reopened.repo.refs)
+        spec = parse_spec(b"fold_id: t\nversion: 1\nns: shapes\nprogram: p.lua\nchannels: [main]\n",
+                          read_program=lambda _n: program)
+        with pytest.raises(ProgramError, match=r"boom.* at event 5001 \(ulid "):
+            folder.fold(spec)
+        assert threading.active_count() == before
