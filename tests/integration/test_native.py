@@ -266,6 +266,20 @@ SHAPES: list[Any] = [
 ]
 
 
+def _count_chunks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Records how many events each Lua text chunk carried."""
+    from echo_fold import _sandbox
+    chunks: list[int] = []
+    real = _sandbox.Sandbox.run_chunk
+
+    def counting(self: Any, chunk: bytes, count: int, base: int, packed: str) -> None:
+        chunks.append(count)
+        real(self, chunk, count, base, packed)
+
+    monkeypatch.setattr(_sandbox.Sandbox, "run_chunk", counting)
+    return chunks
+
+
 @needs_native
 def test_lua_text_chunks_equal_python_conversion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Events read natively as Lua text fold to the same state as converted Python objects,
@@ -282,15 +296,7 @@ def test_lua_text_chunks_equal_python_conversion(tmp_path: Path, monkeypatch: py
         items.append(("shapes", node.sign(ev)))
     for result in node.append_many(items, preverified=True):
         assert not isinstance(result, Exception), result
-    chunks: list[int] = []
-    from echo_fold import _sandbox
-    real = _sandbox.Sandbox.run_chunk
-
-    def counting(self: Any, chunk: bytes, count: int, base: int, packed: str) -> None:
-        chunks.append(count)
-        real(self, chunk, count, base, packed)
-
-    monkeypatch.setattr(_sandbox.Sandbox, "run_chunk", counting)
+    chunks = _count_chunks(monkeypatch)
     states = []
     for native in (False, True):
         monkeypatch.setenv("GATOS_NATIVE", "1" if native else "0")
@@ -359,3 +365,58 @@ def test_a_program_error_names_the_same_event_with_the_reader_thread(
         with pytest.raises(ProgramError, match=r"boom.* at event 5001 \(ulid "):
             folder.fold(spec)
         assert threading.active_count() == before
+
+
+def _random_value(rnd: Any, depth: int) -> Any:
+    """A random DAG-CBOR value of the shapes payloads take (no floats: folds refuse them)."""
+    pick = rnd.randrange(10 if depth < 6 else 6)
+    if pick == 0:
+        return rnd.choice([0, 1, -1, 23, 24, -24, -25, 255, 256, 2**31, 2**63 - 1, -(2**63),
+                           rnd.randrange(-(2**63), 2**63)])
+    if pick == 1:
+        alphabet = ['"', "\\", "\n", "\r", "\0", "\x7f", "]", "=", "[", "a", "é", "\u2603", "\U0001f600", " "]
+        return "".join(rnd.choice(alphabet) for _ in range(rnd.randrange(8)))
+    if pick == 2:
+        return bytes(rnd.randrange(256) for _ in range(rnd.randrange(6)))
+    if pick == 3:
+        return rnd.choice([True, False])
+    if pick == 4:
+        return None if rnd.randrange(4) == 0 else rnd.randrange(-5, 5)
+    if pick == 5:
+        return rnd.randrange(1000)
+    if pick in (6, 7):
+        return [_random_value(rnd, depth + 1) for _ in range(rnd.randrange(0, 70 if depth < 2 else 5))]
+    keys = ["a", "b", "", '"', "\\n", "k" * 3, "é", "id"]
+    return {rnd.choice(keys): _random_value(rnd, depth + 1) for _ in range(rnd.randrange(5))}
+
+
+@needs_native
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_payloads_fold_the_same_natively(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
+    """Seeded random payloads (strings of quotes, backslashes and control bytes, integer
+    edges, bytes, nulls in maps and arrays, wide and nested tables): the native reader's
+    Lua text and Python's conversion fold to the same state, `#` of every table included."""
+    import random
+    rnd = random.Random(seed)
+    path = make_node(tmp_path / "node", *ACTORS)
+    node = Node.open(str(path))
+    items = []
+    for i in range(300):
+        payload = {"v": _random_value(rnd, 0), "w": _random_value(rnd, 1)}
+        ev = node.build_event(type="shape", payload=payload, actor=ACTORS[i % 2],
+                              ulid=encode_ulid(T0 + i, i.to_bytes(10, "big")))
+        items.append(("shapes", node.sign(ev)))
+    for result in node.append_many(items, preverified=True):
+        assert not isinstance(result, Exception), result
+    chunks = _count_chunks(monkeypatch)
+    states = []
+    for native in (False, True):
+        monkeypatch.setenv("GATOS_NATIVE", "1" if native else "0")
+        reopened = Node.open(str(path))
+        folder = Folder(reopened.repo.objects, reopened.repo.refs)
+        spec = parse_spec(SHAPES_SPEC, read_program=lambda _n: SHAPES_PROGRAM)
+        computed = folder.compute(spec, folder.journals("shapes"))
+        states.append((computed.state, computed.window))
+    assert states[0] == states[1]
+    assert sum(chunks) >= 100, chunks  # a good part of them went as Lua text
