@@ -73,6 +73,26 @@ impl<'a> Decoder<'a> {
         Ok((s, &self.data[start..self.at]))
     }
 
+    /// The next key of a map, which must follow `previous` in DAG-CBOR order (canonical,
+    /// so never repeated); `previous` becomes this key.
+    pub fn next_key(&mut self, previous: &mut &'a [u8]) -> Result<&'a str, Unusual> {
+        let (key, encoded) = self.text()?;
+        if !previous.is_empty() && !canonical_less(previous, encoded) {
+            return Err(Unusual);
+        }
+        *previous = encoded;
+        Ok(key)
+    }
+
+    /// The length argument of an array or map, refused when it cannot fit the bytes left.
+    pub(crate) fn count(&mut self, info: u8) -> Result<u64, Unusual> {
+        let len = self.argument(info)?;
+        if len > self.remaining() as u64 {
+            return Err(Unusual);
+        }
+        Ok(len)
+    }
+
     /// The number of pairs of the map that starts here.
     pub fn map_header(&mut self) -> Result<u64, Unusual> {
         let head = self.byte()?;
@@ -101,10 +121,7 @@ impl<'a> Decoder<'a> {
                 PyString::new(py, std::str::from_utf8(raw).map_err(|_| Unusual)?).into_any()
             }
             4 => {
-                let len = self.argument(info)?;
-                if len > (self.data.len() - self.at) as u64 {
-                    return Err(Unusual);
-                }
+                let len = self.count(info)?;
                 let list = PyList::empty(py);
                 for _ in 0..len {
                     list.append(self.value(py, depth + 1)?).map_err(|_| Unusual)?;
@@ -112,18 +129,11 @@ impl<'a> Decoder<'a> {
                 list.into_any()
             }
             5 => {
-                let len = self.argument(info)?;
-                if len > (self.data.len() - self.at) as u64 {
-                    return Err(Unusual);
-                }
+                let len = self.count(info)?;
                 let dict = PyDict::new(py);
                 let mut previous: &[u8] = &[];
                 for _ in 0..len {
-                    let (key, encoded) = self.text()?;
-                    if !previous.is_empty() && !canonical_less(previous, encoded) {
-                        return Err(Unusual);
-                    }
-                    previous = encoded;
+                    let key = self.next_key(&mut previous)?;
                     let value = self.value(py, depth + 1)?;
                     dict.set_item(PyString::new(py, key), value).map_err(|_| Unusual)?;
                 }

@@ -349,11 +349,7 @@ fn envelope_lua(blob: &[u8], ulid: &str, etype: &str, first: usize, slots: &mut 
     let mut previous: &[u8] = &[];
     let mut scratch = Vec::new();
     for _ in 0..pairs {
-        let (key, encoded) = d.text().ok()?;
-        if !previous.is_empty() && !cbor::canonical_less(previous, encoded) {
-            return None;
-        }
-        previous = encoded;
+        let key = d.next_key(&mut previous).ok()?;
         match key {
             "ulid" | "type" | "actor" | "policy_root" => {
                 // Must be text (the Python path leaves anything else to its own checks).
@@ -395,11 +391,7 @@ fn envelope<'py>(py: Python<'py>, blob: &[u8], ulid: &str, etype: &str) -> Optio
     let (mut seen_ulid, mut seen_type) = (false, false);
     let mut previous: &[u8] = &[];
     for _ in 0..pairs {
-        let (key, encoded) = d.text().ok()?;
-        if !previous.is_empty() && !cbor::canonical_less(previous, encoded) {
-            return None;
-        }
-        previous = encoded;
+        let key = d.next_key(&mut previous).ok()?;
         let value = d.value(py, 1).ok()?;
         let slot = match key {
             "ulid" | "type" => {

@@ -16,7 +16,7 @@
 //! with `"`; a backslash, a quote and every byte below 0x20 or equal to 0x7f are escaped
 //! (`\ddd` with three digits), so no byte of the data can end the string early.
 
-use crate::cbor::{canonical_less, Decoder, Unusual};
+use crate::cbor::{Decoder, Unusual};
 
 const MAX_DEPTH: usize = 32;
 const MAX_REGISTERS: usize = 200;
@@ -76,10 +76,7 @@ impl<'a> Decoder<'a> {
                 quote(out, raw);
             }
             4 => {
-                let len = self.argument(info)?;
-                if len > self.remaining() as u64 {
-                    return Err(Unusual);
-                }
+                let len = self.count(info)?;
                 out.push(b'{');
                 for i in 0..len as usize {
                     let pending = i % FIELDS_PER_FLUSH;
@@ -91,18 +88,11 @@ impl<'a> Decoder<'a> {
                 out.push(b'}');
             }
             5 => {
-                let len = self.argument(info)?;
-                if len > self.remaining() as u64 {
-                    return Err(Unusual);
-                }
+                let len = self.count(info)?;
                 out.push(b'{');
                 let mut previous: &[u8] = &[];
                 for _ in 0..len {
-                    let (key, encoded) = self.text()?;
-                    if !previous.is_empty() && !canonical_less(previous, encoded) {
-                        return Err(Unusual);
-                    }
-                    previous = encoded;
+                    let key = self.next_key(&mut previous)?;
                     let mark = out.len();
                     out.push(b'[');
                     quote(out, key.as_bytes());

@@ -241,6 +241,7 @@ function step(s, ev)
 end
 """
 SHAPES_SPEC = b"fold_id: shapes\nversion: 1\nns: shapes\nprogram: p.lua\nchannels: [rows]\n"
+MAIN_SPEC = b"fold_id: t\nversion: 1\nns: shapes\nprogram: p.lua\nchannels: [main]\n"
 
 
 def _nested(depth: int) -> Any:
@@ -266,6 +267,31 @@ SHAPES: list[Any] = [
 ]
 
 
+def _shapes_node(tmp_path: Path, payloads: list[Any], *, ts_every: int = 0) -> Path:
+    """A node whose `shapes` namespace holds one event per payload, in one pack (alternating
+    actors; a `ts` on events whose index is not a multiple of `ts_every`, when set)."""
+    path = make_node(tmp_path / "node", *ACTORS)
+    node = Node.open(str(path))
+    items = []
+    for i, payload in enumerate(payloads):
+        ts = format_timestamp_ms(T0 + i) if ts_every and i % ts_every else None
+        ev = node.build_event(type="shape", payload=payload, actor=ACTORS[i % 2],
+                              ulid=encode_ulid(T0 + i, i.to_bytes(10, "big")), ts=ts)
+        items.append(("shapes", node.sign(ev)))
+    for result in node.append_many(items, preverified=True):
+        assert not isinstance(result, Exception), result
+    return path
+
+
+def _fold_shapes(path: Path, monkeypatch: pytest.MonkeyPatch, *, native: bool,
+                 spec: bytes = SHAPES_SPEC, program: bytes = SHAPES_PROGRAM) -> tuple[Folder, Any]:
+    """A folder on a freshly opened node with or without the native reader, and the spec."""
+    monkeypatch.setenv("GATOS_NATIVE", "1" if native else "0")
+    reopened = Node.open(str(path))
+    return (Folder(reopened.repo.objects, reopened.repo.refs),
+            parse_spec(spec, read_program=lambda _n: program))
+
+
 def _count_chunks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Records how many events each Lua text chunk carried."""
     from echo_fold import _sandbox
@@ -285,24 +311,12 @@ def test_lua_text_chunks_equal_python_conversion(tmp_path: Path, monkeypatch: py
     """Events read natively as Lua text fold to the same state as converted Python objects,
     for quoting, escapes, integer edges, wide and deep tables, maps with nulls; the shapes
     the text cannot express exactly go through Python in the same fold."""
-    path = make_node(tmp_path / "node", *ACTORS)
-    node = Node.open(str(path))
-    items = []
-    for i in range(600):  # several batches, each shape many times, in a pack
-        shape = SHAPES[i % len(SHAPES)]
-        ev = node.build_event(type="shape", payload=shape, actor=ACTORS[i % 2],
-                              ulid=encode_ulid(T0 + i, i.to_bytes(10, "big")),
-                              ts=format_timestamp_ms(T0 + i) if i % 3 else None)
-        items.append(("shapes", node.sign(ev)))
-    for result in node.append_many(items, preverified=True):
-        assert not isinstance(result, Exception), result
+    # several batches, each shape many times, in a pack
+    path = _shapes_node(tmp_path, [SHAPES[i % len(SHAPES)] for i in range(600)], ts_every=3)
     chunks = _count_chunks(monkeypatch)
     states = []
     for native in (False, True):
-        monkeypatch.setenv("GATOS_NATIVE", "1" if native else "0")
-        reopened = Node.open(str(path))
-        folder = Folder(reopened.repo.objects, reopened.repo.refs)
-        spec = parse_spec(SHAPES_SPEC, read_program=lambda _n: SHAPES_PROGRAM)
+        folder, spec = _fold_shapes(path, monkeypatch, native=native)
         computed = folder.compute(spec, folder.journals("shapes"))
         states.append((computed.state, computed.window, folder._build(spec, computed, None)[1:]))
     assert states[0] == states[1]
@@ -317,25 +331,13 @@ def test_an_integer_past_64_bits_fails_the_fold_on_both_paths(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, wide: int) -> None:
     """Lua holds signed 64-bit integers: a wider one is a clear fold error naming the
     event, the same with and without the native reader, and no checkpoint is written."""
-    path = make_node(tmp_path / "node", *ACTORS)
-    node = Node.open(str(path))
-    items = []
-    for i in range(40):
-        payload = {"n": [1, {"x": wide}]} if i == 25 else {"n": i}
-        ev = node.build_event(type="shape", payload=payload, actor=ACTORS[0],
-                              ulid=encode_ulid(T0 + i, i.to_bytes(10, "big")))
-        items.append(("shapes", node.sign(ev)))
-    for result in node.append_many(items, preverified=True):
-        assert not isinstance(result, Exception), result
+    path = _shapes_node(tmp_path, [{"n": [1, {"x": wide}]} if i == 25 else {"n": i} for i in range(40)])
     bad_ulid = encode_ulid(T0 + 25, (25).to_bytes(10, "big"))
     for native in (False, True):
-        monkeypatch.setenv("GATOS_NATIVE", "1" if native else "0")
-        reopened = Node.open(str(path))
-        folder = Folder(reopened.repo.objects, reopened.repo.refs)
-        spec = parse_spec(SHAPES_SPEC, read_program=lambda _n: SHAPES_PROGRAM)
+        folder, spec = _fold_shapes(path, monkeypatch, native=native)
         with pytest.raises(ProgramError, match=rf"event 26 \(ulid {bad_ulid}.*{wide}.*64-bit"):
             folder.fold(spec)
-        assert reopened.repo.refs.get("refs/gatos/state/shapes") is None
+        assert folder.refs.get("refs/gatos/state/shapes") is None
 
 
 @needs_native
@@ -344,24 +346,12 @@ def test_a_program_error_names_the_same_event_with_the_reader_thread(
     """With the native reader the next batch is read on a second thread: an error in the
     program still names the event it failed on, and the thread is gone afterwards."""
     import threading
-    path = make_node(tmp_path / "node", *ACTORS)
-    node = Node.open(str(path))
-    items = []
-    for i in range(9000):  # three batches
-        ev = node.build_event(type="shape", payload={"n": i}, actor=ACTORS[i % 2],
-                              ulid=encode_ulid(T0 + i, i.to_bytes(10, "big")))
-        items.append(("shapes", node.sign(ev)))
-    for result in node.append_many(items, preverified=True):
-        assert not isinstance(result, Exception), result
+    path = _shapes_node(tmp_path, [{"n": i} for i in range(9000)])  # three batches
     program = b"function init() return {n = 0} end\n" \
               b"function step(s, ev) if ev.payload.n == 5000 then error('boom') end s.n = s.n + 1 end\n"
     before = threading.active_count()
     for native in (False, True):
-        monkeypatch.setenv("GATOS_NATIVE", "1" if native else "0")
-        reopened = Node.open(str(path))
-        folder = Folder(reopened.repo.objects, reopened.repo.refs)
-        spec = parse_spec(b"fold_id: t\nversion: 1\nns: shapes\nprogram: p.lua\nchannels: [main]\n",
-                          read_program=lambda _n: program)
+        folder, spec = _fold_shapes(path, monkeypatch, native=native, program=program, spec=MAIN_SPEC)
         with pytest.raises(ProgramError, match=r"boom.* at event 5001 \(ulid "):
             folder.fold(spec)
         assert threading.active_count() == before
@@ -399,23 +389,12 @@ def test_random_payloads_fold_the_same_natively(
     Lua text and Python's conversion fold to the same state, `#` of every table included."""
     import random
     rnd = random.Random(seed)
-    path = make_node(tmp_path / "node", *ACTORS)
-    node = Node.open(str(path))
-    items = []
-    for i in range(300):
-        payload = {"v": _random_value(rnd, 0), "w": _random_value(rnd, 1)}
-        ev = node.build_event(type="shape", payload=payload, actor=ACTORS[i % 2],
-                              ulid=encode_ulid(T0 + i, i.to_bytes(10, "big")))
-        items.append(("shapes", node.sign(ev)))
-    for result in node.append_many(items, preverified=True):
-        assert not isinstance(result, Exception), result
+    path = _shapes_node(tmp_path, [{"v": _random_value(rnd, 0), "w": _random_value(rnd, 1)}
+                                   for _ in range(300)])
     chunks = _count_chunks(monkeypatch)
     states = []
     for native in (False, True):
-        monkeypatch.setenv("GATOS_NATIVE", "1" if native else "0")
-        reopened = Node.open(str(path))
-        folder = Folder(reopened.repo.objects, reopened.repo.refs)
-        spec = parse_spec(SHAPES_SPEC, read_program=lambda _n: SHAPES_PROGRAM)
+        folder, spec = _fold_shapes(path, monkeypatch, native=native)
         computed = folder.compute(spec, folder.journals("shapes"))
         states.append((computed.state, computed.window))
     assert states[0] == states[1]
