@@ -21,6 +21,8 @@ use packs::{Hint, Store, BLOB, TREE};
 const EVENT_MARKER: &[u8] = b" event.cbor\0";
 const ZERO_OID: &str = "0000000000000000000000000000000000000000";
 const CID_PREFIX: [u8; 4] = [0x01, 0x71, 0x1e, 0x20];
+/// `stage_lua` ends a chunk once its text is this long (at least one event per chunk).
+const CHUNK_BYTES: usize = 4 << 20;
 
 /// The Event-CID text of canonical event bytes: `b` + base32 (RFC 4648, lowercase,
 /// unpadded) of CIDv1 / dag-cbor / BLAKE3-256.
@@ -253,7 +255,8 @@ impl Packs {
     /// (`return{type,actor,policy_root,payload,ts,caps,...}`, see `luatext`) instead of
     /// Python objects, all of it without the GIL, so the next batch is read while Lua
     /// folds this one. Stops, like `stage`, at the first event it cannot do exactly as
-    /// the Python path does (and also at values `luatext` leaves to Python).
+    /// the Python path does (and also at values `luatext` leaves to Python), and once the
+    /// chunk's text reaches `CHUNK_BYTES`.
     ///
     /// Returns `(n, chunk, roots, policies, packed, inputs_root)`.
     fn stage_lua<'py>(&self, py: Python<'py>, headers: &Bound<'py, PyList>, start: usize, inputs_root: &[u8]
@@ -299,6 +302,9 @@ fn stage_lua_batch(store: &Store, items: &[[String; 5]], mut root: [u8; 32]) -> 
     let mut hint = Hint::default();
     let mut slots: [Vec<u8>; 3] = [Vec::new(), Vec::new(), Vec::new()];
     for [commit, tree, ulid, cid, etype] in items {
+        if out.chunk.len() >= CHUNK_BYTES {
+            break; // the rest in the next chunk: one chunk's text and code stay bounded
+        }
         if ulid.len() != 26 || cid.len() != 59 || commit.len() != 40 || !ulid.is_ascii() || !commit.is_ascii() || !cid.is_ascii() {
             break; // the engine sends such events one field at a time
         }

@@ -399,3 +399,19 @@ def test_random_payloads_fold_the_same_natively(
         states.append((computed.state, computed.window))
     assert states[0] == states[1]
     assert sum(chunks) >= 100, chunks  # a good part of them went as Lua text
+
+
+@needs_native
+def test_large_payloads_are_split_into_bounded_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch whose text would pass 4 MiB goes as several chunks, folding as before."""
+    path = _shapes_node(tmp_path, [{"blob": f"{i:06d}" + "\\x01" * 60_000} for i in range(120)])
+    program = (b"function init() return {rows = {}} end\n"
+               b"function step(s, ev) local b = ev.payload.blob\n"
+               b"  s.rows[#s.rows + 1] = {#b, string.sub(b, 1, 8), ev.seq} end\n")
+    chunks = _count_chunks(monkeypatch)
+    states = []
+    for native in (False, True):
+        folder, spec = _fold_shapes(path, monkeypatch, native=native, program=program)
+        states.append(folder.compute(spec, folder.journals("shapes")).state)
+    assert states[0] == states[1]
+    assert sum(chunks) == 120 and len(chunks) >= 2, chunks
