@@ -41,6 +41,12 @@ def run(tmp_path: Path, script: str, *, timeout: float = 10, env: dict[str, str]
     return SubprocessRunner(mode=MODE).run(spec), workspace
 
 
+def unique_sleep(seconds: int) -> str:
+    """A `sleep` command line no other process on the machine has (`pgrep -f` matches any
+    process's command line: a plain `sleep 300` elsewhere made the check fail)."""
+    return f"sleep {seconds}.{os.getpid()}{time.monotonic_ns() % 10**9:09d}"
+
+
 def gone(pattern: str, within: float = 3.0) -> bool:
     """No process matches `pattern` (killed processes of a namespace take a moment to be reaped)."""
     deadline = time.monotonic() + within
@@ -68,17 +74,19 @@ def test_plain_run_exit_code_and_output(tmp_path: Path) -> None:
 def test_endless_loop_is_killed_at_the_timeout_with_its_group(tmp_path: Path) -> None:
     """A loop with a background child ends at the timeout and leaves no process behind."""
     started = time.monotonic()
-    outcome, _ = run(tmp_path, "sleep 300 & while :; do :; done", timeout=1)
+    marker = unique_sleep(300)
+    outcome, _ = run(tmp_path, f"{marker} & while :; do :; done", timeout=1)
     assert outcome.reason == "timeout" and time.monotonic() - started < 5
-    assert gone("sleep 300")
+    assert gone(marker)
 
 
 def test_stragglers_die_when_the_main_process_ends(tmp_path: Path) -> None:
     """Children left running after the job's main process exits are killed at once."""
     started = time.monotonic()
-    outcome, _ = run(tmp_path, "sleep 301 & echo started", timeout=30)
+    marker = unique_sleep(301)
+    outcome, _ = run(tmp_path, f"{marker} & echo started", timeout=30)
     assert outcome.exit_code == 0 and time.monotonic() - started < 5
-    assert gone("sleep 301")
+    assert gone(marker)
 
 
 def test_cpu_limit(tmp_path: Path) -> None:
