@@ -114,6 +114,9 @@ var (
 	ErrBadProof          = sentinel("BAD_PROOF")
 	ErrCache             = sentinel("CACHE_ERROR")
 	ErrInvalidQuery      = sentinel("INVALID_QUERY")
+	ErrInvalidIndexSpec  = sentinel("INVALID_INDEX_SPEC")
+	ErrCorruptIndex      = sentinel("CORRUPT_INDEX")
+	ErrSyncFailed        = sentinel("SYNC_FAILED")
 
 	// Client-side codes, never sent by a daemon.
 	ErrConnectionClosed = sentinel("CONNECTION_CLOSED")

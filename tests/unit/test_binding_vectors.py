@@ -49,3 +49,18 @@ def test_vectors_cover_the_issue_list() -> None:
     assert 2**64 - 1 in ints and -(2**64) in ints and -(2**63) in ints
     wanted = {"unicode-text", "unicode-keys-sorting", "nested", "empty-map-payload", "null-payload"}
     assert wanted <= set(vectors)
+
+
+def test_every_sdk_names_every_wire_code() -> None:
+    """Each SDK declares a typed error for every code the daemon may send
+    (`gatosd.errors.WIRE_CODES`), so a new code cannot reach one SDK only."""
+    import pytest
+
+    from gatosd.errors import WIRE_CODES
+
+    root = VECTORS.parent
+    for source in ("go/errors.go", "typescript/src/errors.ts", "rust/src/error.rs"):
+        text = (root / source).read_text(encoding="utf-8")
+        missing = [code for code in WIRE_CODES if f'"{code}"' not in text]
+        if missing:
+            pytest.fail(f"bindings/{source} has no error for {', '.join(missing)}")

@@ -62,6 +62,7 @@ codes! {
     RunnerUnavailable = "RUNNER_UNAVAILABLE" => JobError, BadProof = "BAD_PROOF" => JobError,
     CacheError = "CACHE_ERROR", InvalidQuery = "INVALID_QUERY" => CacheError,
     InvalidIndexSpec = "INVALID_INDEX_SPEC" => CacheError, CorruptIndex = "CORRUPT_INDEX" => CacheError,
+    SyncFailed = "SYNC_FAILED",
 }
 
 impl fmt::Display for Code {

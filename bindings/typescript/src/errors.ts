@@ -80,6 +80,7 @@ export class CacheError extends GatosError { static override readonly code: stri
 export class InvalidQueryError extends CacheError { static override readonly code: string = "INVALID_QUERY"; }
 export class InvalidIndexSpecError extends CacheError { static override readonly code: string = "INVALID_INDEX_SPEC"; }
 export class CorruptIndexError extends CacheError { static override readonly code: string = "CORRUPT_INDEX"; }
+export class SyncFailedError extends GatosError { static override readonly code: string = "SYNC_FAILED"; }
 
 // Raised by the client itself, never sent by a daemon.
 export class ConnectionClosedError extends GatosError { static override readonly code: string = "CONNECTION_CLOSED"; }
@@ -96,7 +97,7 @@ const WIRE: (typeof GatosError)[] = [
   FoldFuelError, FoldMemoryError, FoldStateError, BusError, InvalidMessageError, InvalidPositionError,
   NotPendingError, UnknownGroupError, JobError, InvalidJobError, JobNotFoundError, ClaimLostError,
   JobFinishedError, BlobNotFoundError, BlobCorruptError, RunnerUnavailableError, BadProofError, CacheError,
-  InvalidQueryError, InvalidIndexSpecError, CorruptIndexError,
+  InvalidQueryError, InvalidIndexSpecError, CorruptIndexError, SyncFailedError,
 ];
 
 /** Wire code → error class. */
