@@ -161,16 +161,23 @@ class Gate:
         return problems
 
     def _state(self, u: Update, overlay: _OverlayRefs) -> list[str]:
-        from echo_fold import Folder, verify_checkpoint
+        return prove_state(self.repo.objects, overlay, u.new)
 
-        folder = Folder(self.repo.objects, overlay)  # type: ignore[arg-type]
-        try:
-            report = verify_checkpoint(folder, u.new, window="base")
-        except LedgerError as exc:
-            return [f"Proof-of-Fold of {u.new[:12]} cannot be checked: {exc.reason}"]
-        if not report.ok:
-            return [f"Proof-of-Fold of {u.new[:12]} does not verify: " + "; ".join(report.problems)]
-        return []
+
+def prove_state(objects: Any, refs: Any, oid: str) -> list[str]:
+    """The Proof-of-Fold of a state checkpoint, re-run over its window from its base
+    checkpoint: no problems, or why it does not prove what it claims. The hub runs it on
+    every pushed checkpoint, and a node on every checkpoint it adopts from a remote."""
+    from echo_fold import Folder, verify_checkpoint
+
+    folder = Folder(objects, refs)
+    try:
+        report = verify_checkpoint(folder, oid, window="base")
+    except LedgerError as exc:
+        return [f"Proof-of-Fold of {oid[:12]} cannot be checked: {exc.reason}"]
+    if not report.ok:
+        return [f"Proof-of-Fold of {oid[:12]} does not verify: " + "; ".join(report.problems)]
+    return []
 
 
 def read_updates(lines: Iterable[str]) -> list[Update]:

@@ -6,13 +6,15 @@ rules of `_refclass`:
 
 * local behind → adopt the remote value by compare-and-swap, after verifying what it
   brings (every new journal commit: bytes, CID, signature, owner; a trust graph that
-  does not replace a known actor's keys);
+  does not replace a known actor's keys; a state checkpoint whose Proof-of-Fold holds,
+  re-run from its base checkpoint, as the hub does);
 * local ahead or missing remotely → push, with the remote value read by the fetch as the
   lease (`--force-with-lease=<ref>:<old>`), so a push never overwrites what it did not see;
 * diverged → by kind: a journal fork is kept (the remote side under `refs/gatos/forks/…`,
   the local head untouched), recorded as a `governance.conflict` event and shown by
   `gatos doctor`; trust, audit and state checkpoints are joined (`_merge`: a union for
-  trust and audit, the remote checkpoint's content for state, which is derived); a
+  trust and audit, the remote checkpoint's content for state, which is derived, once its
+  Proof-of-Fold holds); a
   policy that is not a descendant, or any other log, is kept as a conflict the same way
   as a journal fork.
 
@@ -31,6 +33,7 @@ from typing import Any
 
 import pygit2
 
+from gatosd._hub import prove_state
 from gatosd._merge import join_log, join_state, join_trust, key_changes
 from gatosd._refclass import GATOS, Kind, classify, fork_ref, replicated
 from ledger_core import RefName, read_range, verify_commit
@@ -255,6 +258,10 @@ class Syncer:
             if joined.oid and self._cas(ref, mine, joined.oid):
                 report.joined.append(ref)
         elif kind is Kind.STATE:
+            problems = prove_state(self.objects, self.refs, theirs)
+            if problems:
+                report.refused.append({"ref": ref, "remote": theirs, "reason": "; ".join(problems)})
+                return
             joined = join_state(self.repo, mine, theirs)
             if joined.oid and self._cas(ref, mine, joined.oid):
                 report.joined.append(ref)
@@ -266,6 +273,8 @@ class Syncer:
             return self._verify_journal_range(ref, theirs, mine)
         if kind is Kind.TRUST:
             return key_changes(self.repo, mine, theirs)
+        if kind is Kind.STATE:
+            return prove_state(self.objects, self.refs, theirs)
         if kind in (Kind.ONCE, Kind.FORK) and mine is not None:
             return ["created once: a different value exists here"]
         return []

@@ -10,6 +10,7 @@ journal, which is kept, recorded and reported, never merged.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import threading
@@ -395,3 +396,48 @@ def test_incomparable_policies_are_a_conflict(cluster: dict[str, Path]) -> None:
     kinds = {f["ref"]: f for f in report["forks"]}
     assert "refs/gatos/policies/active" in kinds, report
     assert git(c, "rev-parse", "refs/gatos/policies/active").strip() == mine
+
+
+def test_a_node_refuses_a_checkpoint_whose_fold_does_not_prove(
+        tmp_path: Path, cluster: dict[str, Path]) -> None:
+    """A peer with no hub hook serves a checkpoint whose state file was edited: sync
+    re-runs its Proof-of-Fold on the node, refuses it and keeps the local state ref,
+    while the journals it brings are adopted; the genuine checkpoint is then adopted."""
+    a, b = cluster["a"], cluster["b"]
+    for i in range(3):
+        ok(gatos(a, "event", "add", "--ns", "finance", "--type", "t", "--payload", f'{{"i":{i}}}'))
+    ok(gatos(a, "fold", "--ns", "finance"))
+    real = git(a, "rev-parse", "refs/gatos/state/finance").strip()
+    index = tmp_path / "tamper.index"
+    env = dict(os.environ, GIT_INDEX_FILE=str(index))
+
+    def run(*args: str, data: bytes | None = None) -> str:
+        out = subprocess.run(["git", "-C", str(a), *args], input=data, env=env, capture_output=True, check=True)
+        return out.stdout.decode().strip()
+
+    run("read-tree", real)
+    state = json.loads(run("cat-file", "blob", f"{real}:state/finance.json"))
+    edited = run("hash-object", "-w", "--stdin", data=json.dumps({**state, "forged": 1}).encode())
+    run("update-index", "--cacheinfo", f"100644,{edited},state/finance.json")
+    parents = [arg for p in git(a, "log", "-1", "--format=%P", real).split() for arg in ("-p", p)]
+    tampered = run("commit-tree", run("write-tree"), *parents, "-m", git(a, "log", "-1", "--format=%B", real))
+    peer = tmp_path / "peer.git"
+    git(tmp_path, "init", "-q", "--bare", str(peer))
+    git(a, "push", "-q", str(peer), "refs/gatos/*:refs/gatos/*")
+    git(a, "push", "-q", "--force", str(peer), f"{tampered}:refs/gatos/state/finance")
+    ok(gatos(b, "remote", "add", "peer", f"file://{peer}"))
+    before = subprocess.run(["git", "-C", str(b), "rev-parse", "-q", "--verify", "refs/gatos/state/finance"],
+                            capture_output=True, text=True).stdout.strip()
+
+    report = sync(b, "peer")
+    refused = {r["ref"]: r["reason"] for r in report["refused"]}
+    assert "Proof-of-Fold" in refused.get("refs/gatos/state/finance", ""), report
+    after = subprocess.run(["git", "-C", str(b), "rev-parse", "-q", "--verify", "refs/gatos/state/finance"],
+                           capture_output=True, text=True).stdout.strip()
+    assert after == before != tampered
+    assert len(event_ulids(b)) >= 3  # the journals were adopted
+
+    git(a, "push", "-q", "--force", str(peer), f"{real}:refs/gatos/state/finance")
+    report = sync(b, "peer")
+    assert not report["refused"], report
+    assert git(b, "rev-parse", "refs/gatos/state/finance").strip() == real
