@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from gatosd.node import Node
-from ledger_core import journal_ref, normalize_actor, read_range
+from ledger_core import encode_ulid, journal_ref, normalize_actor, read_range
 from policy import issue_grant
 from tests.integration.conftest import gatos, git, snapshot
 
@@ -48,6 +48,19 @@ def make_node(path: Path, *actors: str) -> Path:
         issue_grant(node.policy, node.signing_key(actors[0]), issuer=actors[0], subject=actor,
                     caps=["*:append"], exp=None)
     return path
+
+
+def append_numbered(node: Node, ns: str, indices: Iterable[int],
+                    fields: Callable[[int], dict[str, Any]], *, t0: int) -> None:
+    """Append one signed event per index in one group commit: event `i` gets the ULID of
+    time `t0 + i` with `i` as its random part (so order and ids are fixed), and the other
+    `build_event` arguments from `fields(i)`. Fails the test if any append fails."""
+    items = []
+    for i in indices:
+        ev = node.build_event(ulid=encode_ulid(t0 + i, i.to_bytes(10, "big")), **fields(i))
+        items.append((ns, node.sign(ev)))
+    for result in node.append_many(items, preverified=True):
+        assert not isinstance(result, Exception), result
 
 
 @contextlib.contextmanager

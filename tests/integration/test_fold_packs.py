@@ -22,9 +22,9 @@ import pytest
 from echo_fold import Folder, _packs, parse_spec
 from echo_fold._source import EventReader, NotAncestor, cid_matches
 from gatosd.node import Node
-from ledger_core import encode_ulid, event_cid, format_timestamp_ms
+from ledger_core import event_cid, format_timestamp_ms
 from ledger_core.errors import LedgerError
-from tests.integration.daemon_support import make_node
+from tests.integration.daemon_support import append_numbered, make_node
 
 pytestmark = pytest.mark.integration
 
@@ -54,14 +54,9 @@ def _payload(i: int) -> dict[str, Any]:
 
 
 def _append(node: Node, ns: str, start: int, count: int) -> None:
-    items = []
-    for i in range(start, start + count):
-        ev = node.build_event(type="invoice.created", payload=_payload(i), actor=ACTORS[i % 2],
-                              ulid=encode_ulid(T0 + i, i.to_bytes(10, "big")),
-                              ts=format_timestamp_ms(T0 + i))
-        items.append((ns, node.sign(ev)))
-    for result in node.append_many(items, preverified=True):
-        assert not isinstance(result, Exception), result
+    append_numbered(node, ns, range(start, start + count), lambda i: dict(
+        type="invoice.created", payload=_payload(i), actor=ACTORS[i % 2],
+        ts=format_timestamp_ms(T0 + i)), t0=T0)
 
 
 @pytest.fixture

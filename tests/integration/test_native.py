@@ -27,7 +27,7 @@ from kv_cache import IndexSpec
 from kv_cache._headers import walk_columns, walk_columns_native
 from ledger_core import encode_ulid, format_timestamp_ms
 from ledger_core.errors import LedgerError
-from tests.integration.daemon_support import make_node
+from tests.integration.daemon_support import append_numbered, make_node
 
 pytestmark = pytest.mark.integration
 
@@ -65,14 +65,9 @@ def _payload(i: int) -> dict[str, Any]:
 
 
 def _append(node: Node, ns: str, start: int, count: int) -> None:
-    items = []
-    for i in range(start, start + count):
-        ev = node.build_event(type="invoice.created", payload=_payload(i), actor=ACTORS[i % 2],
-                              ulid=encode_ulid(T0 + i, i.to_bytes(10, "big")),
-                              ts=format_timestamp_ms(T0 + i), caps=["finance:append"] if i % 4 == 0 else None)
-        items.append((ns, node.sign(ev)))
-    for result in node.append_many(items, preverified=True):
-        assert not isinstance(result, Exception), result
+    append_numbered(node, ns, range(start, start + count), lambda i: dict(
+        type="invoice.created", payload=_payload(i), actor=ACTORS[i % 2], ts=format_timestamp_ms(T0 + i),
+        caps=["finance:append"] if i % 4 == 0 else None), t0=T0)
 
 
 @pytest.fixture
@@ -271,15 +266,9 @@ def _shapes_node(tmp_path: Path, payloads: list[Any], *, ts_every: int = 0) -> P
     """A node whose `shapes` namespace holds one event per payload, in one pack (alternating
     actors; a `ts` on events whose index is not a multiple of `ts_every`, when set)."""
     path = make_node(tmp_path / "node", *ACTORS)
-    node = Node.open(str(path))
-    items = []
-    for i, payload in enumerate(payloads):
-        ts = format_timestamp_ms(T0 + i) if ts_every and i % ts_every else None
-        ev = node.build_event(type="shape", payload=payload, actor=ACTORS[i % 2],
-                              ulid=encode_ulid(T0 + i, i.to_bytes(10, "big")), ts=ts)
-        items.append(("shapes", node.sign(ev)))
-    for result in node.append_many(items, preverified=True):
-        assert not isinstance(result, Exception), result
+    append_numbered(Node.open(str(path)), "shapes", range(len(payloads)), lambda i: dict(
+        type="shape", payload=payloads[i], actor=ACTORS[i % 2],
+        ts=format_timestamp_ms(T0 + i) if ts_every and i % ts_every else None), t0=T0)
     return path
 
 
