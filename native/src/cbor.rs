@@ -1,17 +1,12 @@
-//! DAG-CBOR event envelopes into Python objects, the same objects `cbor2.loads` gives.
+//! Reading DAG-CBOR event envelopes (the values themselves become Lua text: `luatext`).
 //!
-//! Only the plain data model is decoded here: integers, byte and text strings, arrays,
-//! maps with text keys in strictly increasing canonical order, `false`, `true`, `null`.
-//! Anything else (tags, floats, `undefined`, indefinite lengths, keys out of order or
-//! repeated, trailing bytes, very deep nesting) is `Err(Unusual)`: the caller then
-//! decodes that event with cbor2 in Python, which gives its own answer or error.
-
-use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyString};
+//! Only the plain data model is read: integers, byte and text strings, arrays, maps with
+//! text keys in strictly increasing canonical order, `false`, `true`, `null`. Anything
+//! else (tags, floats, `undefined`, indefinite lengths, keys out of order or repeated,
+//! trailing bytes, very deep nesting) is `Err(Unusual)`: the caller then decodes that
+//! event with cbor2 in Python, which gives its own answer or error.
 
 pub struct Unusual;
-
-const MAX_DEPTH: usize = 64;
 
 pub struct Decoder<'a> {
     data: &'a [u8],
@@ -100,53 +95,6 @@ impl<'a> Decoder<'a> {
             return Err(Unusual);
         }
         self.argument(head & 31)
-    }
-
-    pub fn value<'py>(&mut self, py: Python<'py>, depth: usize) -> Result<Bound<'py, PyAny>, Unusual> {
-        if depth > MAX_DEPTH {
-            return Err(Unusual);
-        }
-        let head = self.byte()?;
-        let info = head & 31;
-        Ok(match head >> 5 {
-            0 => self.argument(info)?.into_pyobject(py).map_err(|_| Unusual)?.into_any(),
-            1 => (-1i128 - self.argument(info)? as i128).into_pyobject(py).map_err(|_| Unusual)?.into_any(),
-            2 => {
-                let len = self.argument(info)?;
-                PyBytes::new(py, self.take(len)?).into_any()
-            }
-            3 => {
-                let len = self.argument(info)?;
-                let raw = self.take(len)?;
-                PyString::new(py, std::str::from_utf8(raw).map_err(|_| Unusual)?).into_any()
-            }
-            4 => {
-                let len = self.count(info)?;
-                let list = PyList::empty(py);
-                for _ in 0..len {
-                    list.append(self.value(py, depth + 1)?).map_err(|_| Unusual)?;
-                }
-                list.into_any()
-            }
-            5 => {
-                let len = self.count(info)?;
-                let dict = PyDict::new(py);
-                let mut previous: &[u8] = &[];
-                for _ in 0..len {
-                    let key = self.next_key(&mut previous)?;
-                    let value = self.value(py, depth + 1)?;
-                    dict.set_item(PyString::new(py, key), value).map_err(|_| Unusual)?;
-                }
-                dict.into_any()
-            }
-            7 => match info {
-                20 => false.into_pyobject(py).map_err(|_| Unusual)?.to_owned().into_any(),
-                21 => true.into_pyobject(py).map_err(|_| Unusual)?.to_owned().into_any(),
-                22 => py.None().into_bound(py),
-                _ => return Err(Unusual),
-            },
-            _ => return Err(Unusual),
-        })
     }
 }
 

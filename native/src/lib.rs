@@ -163,102 +163,19 @@ impl Packs {
         results.into_iter().map(|(rows, end)| columns(py, rows, end, keys)).collect()
     }
 
-    /// The checked event bytes of a journal commit (tree id, Event-CID), or None.
-    fn event_bytes<'py>(&self, py: Python<'py>, tree: &str, cid: &str) -> Option<Bound<'py, PyBytes>> {
-        let blob = py.allow_threads(|| event_blob(&self.store, tree, cid, &mut Hint::default()))?;
-        Some(PyBytes::new(py, &blob))
-    }
-
     /// One batch of a fold, from `headers[start]` on (echo_fold `Header` tuples:
     /// commit, tree, ulid, cid, type, time, journal). For each event, in order, until
     /// the first one this cannot do exactly as the Python path does: read its bytes,
     /// check the Event-CID, decode the envelope, check its ulid and type against the
-    /// trailers, chain `inputs_root = blake3(inputs_root ‖ cid)`.
-    ///
-    /// Returns `(n, flat, roots, policies, packed, inputs_root)`: `n` events done;
-    /// `flat`, six values per event (type, actor, policy_root, payload, ts, caps);
-    /// `roots`, each event's inputs root (32 bytes each); `policies`, each event's
-    /// policy root; `packed`, ulid ‖ cid ‖ commit of every event; the last root.
-    fn stage<'py>(&self, py: Python<'py>, headers: &Bound<'py, PyList>, start: usize, inputs_root: &[u8]
-                  ) -> PyResult<Bound<'py, PyTuple>> {
-        let total = headers.len();
-        let mut items: Vec<(Bound<'py, PyTuple>, String, String)> = Vec::new();
-        for i in start..total {
-            let h = headers.get_item(i)?.downcast_into::<PyTuple>()?;
-            let tree: String = h.get_item(1)?.extract()?;
-            let cid: String = h.get_item(3)?.extract()?;
-            items.push((h, tree, cid));
-        }
-        let store = &self.store;
-        let wanted: Vec<(&str, &str)> = items.iter().map(|(_, t, c)| (t.as_str(), c.as_str())).collect();
-        let blobs: Vec<Option<Vec<u8>>> = py.allow_threads(|| {
-            let mut out = Vec::with_capacity(wanted.len());
-            let mut hint = Hint::default();
-            for (tree, cid) in &wanted {
-                let blob = event_blob(store, tree, cid, &mut hint);
-                let stop = blob.is_none();
-                out.push(blob);
-                if stop {
-                    break;
-                }
-            }
-            out
-        });
-
-        let mut root: [u8; 32] = inputs_root.try_into().map_err(|_| pyo3::exceptions::PyValueError::new_err("inputs_root is 32 bytes"))?;
-        let flat = PyList::empty(py);
-        let policies = PyList::empty(py);
-        let mut roots: Vec<u8> = Vec::new();
-        let mut packed = String::new();
-        let zero = PyString::new(py, ZERO_OID);
-        let empty = PyString::new(py, "");
-        let mut done = 0usize;
-        for ((h, _tree, cid), blob) in items.iter().zip(blobs) {
-            let Some(blob) = blob else { break };
-            let commit: Bound<'py, PyString> = h.get_item(0)?.downcast_into()?;
-            let ulid: Bound<'py, PyString> = h.get_item(2)?.downcast_into()?;
-            let etype: Bound<'py, PyString> = h.get_item(4)?.downcast_into()?;
-            let (commit_s, ulid_s, etype_s) = (commit.to_str()?, ulid.to_str()?, etype.to_str()?);
-            if ulid_s.len() != 26 || cid.len() != 59 || commit_s.len() != 40 || !ulid_s.is_ascii() || !commit_s.is_ascii() || !cid.is_ascii() {
-                break; // the engine sends such events one field at a time
-            }
-            let Some(fields) = envelope(py, &blob, ulid_s, etype_s) else { break };
-            let [actor, policy, payload, ts, caps] = fields;
-            let actor = actor.unwrap_or_else(|| empty.clone().into_any());
-            let policy = policy.unwrap_or_else(|| zero.clone().into_any());
-            if !actor.is_instance_of::<PyString>() || !policy.is_instance_of::<PyString>() {
-                break; // the Python path decides what such an envelope means
-            }
-            let none = || py.None().into_bound(py);
-            let mut hasher = blake3::Hasher::new();
-            hasher.update(&root);
-            hasher.update(cid.as_bytes());
-            root = *hasher.finalize().as_bytes();
-            roots.extend_from_slice(&root);
-            flat.append(&etype)?;
-            flat.append(&actor)?;
-            flat.append(&policy)?;
-            flat.append(payload.unwrap_or_else(none))?;
-            flat.append(ts.unwrap_or_else(none))?;
-            flat.append(caps.unwrap_or_else(none))?;
-            policies.append(&policy)?;
-            packed.push_str(ulid_s);
-            packed.push_str(cid);
-            packed.push_str(commit_s);
-            done += 1;
-        }
-        PyTuple::new(py, [done.into_pyobject(py)?.into_any(), flat.into_any(), PyBytes::new(py, &roots).into_any(),
-                          policies.into_any(), PyString::new(py, &packed).into_any(), PyBytes::new(py, &root).into_any()])
-    }
-
-    /// `stage`, with the six fields of every event written as one Lua chunk
-    /// (`return{type,actor,policy_root,payload,ts,caps,...}`, see `luatext`) instead of
-    /// Python objects, all of it without the GIL, so the next batch is read while Lua
-    /// folds this one. Stops, like `stage`, at the first event it cannot do exactly as
-    /// the Python path does (and also at values `luatext` leaves to Python), and once the
+    /// trailers, chain `inputs_root = blake3(inputs_root ‖ cid)`. The six fields of every
+    /// event go into one Lua chunk (`return{type,actor,policy_root,payload,ts,caps,...}`,
+    /// see `luatext`), all of it without the GIL, so the next batch is read while Lua
+    /// folds this one. Also stops at values `luatext` leaves to Python, and once the
     /// chunk's text reaches `CHUNK_BYTES`.
     ///
-    /// Returns `(n, chunk, roots, policies, packed, inputs_root)`.
+    /// Returns `(n, chunk, roots, policies, packed, inputs_root)`: `n` events done; the
+    /// chunk; each event's inputs root (32 bytes each); each event's policy root;
+    /// ulid ‖ cid ‖ commit of every event; the last root.
     fn stage_lua<'py>(&self, py: Python<'py>, headers: &Bound<'py, PyList>, start: usize, inputs_root: &[u8]
                       ) -> PyResult<Bound<'py, PyTuple>> {
         let mut items: Vec<[String; 5]> = Vec::with_capacity(headers.len().saturating_sub(start));
@@ -385,42 +302,6 @@ fn envelope_lua(blob: &[u8], ulid: &str, etype: &str, first: usize, slots: &mut 
         return None;
     }
     Some((actor, policy))
-}
-
-/// actor, policy_root, payload, ts, caps of an envelope whose ulid and type match.
-type Fields<'py> = [Option<Bound<'py, PyAny>>; 5];
-
-fn envelope<'py>(py: Python<'py>, blob: &[u8], ulid: &str, etype: &str) -> Option<Fields<'py>> {
-    let mut d = cbor::Decoder::new(blob);
-    let pairs = d.map_header().ok()?;
-    let mut fields: Fields<'py> = [None, None, None, None, None];
-    let (mut seen_ulid, mut seen_type) = (false, false);
-    let mut previous: &[u8] = &[];
-    for _ in 0..pairs {
-        let key = d.next_key(&mut previous).ok()?;
-        let value = d.value(py, 1).ok()?;
-        let slot = match key {
-            "ulid" | "type" => {
-                let text = value.downcast::<PyString>().ok()?.to_str().ok()?;
-                if text != if key == "ulid" { ulid } else { etype } {
-                    return None;
-                }
-                if key == "ulid" { seen_ulid = true } else { seen_type = true }
-                continue;
-            }
-            "actor" => 0,
-            "policy_root" => 1,
-            "payload" => 2,
-            "ts" => 3,
-            "caps" => 4,
-            _ => continue,
-        };
-        fields[slot] = Some(value);
-    }
-    if !d.done() || !seen_ulid || !seen_type {
-        return None;
-    }
-    Some(fields)
 }
 
 /// `ulid ‖ cid` ordering without building the concatenation (Python compares the
