@@ -23,6 +23,8 @@ const ZERO_OID: &str = "0000000000000000000000000000000000000000";
 const CID_PREFIX: [u8; 4] = [0x01, 0x71, 0x1e, 0x20];
 /// `stage_lua` ends a chunk once its text is this long (at least one event per chunk).
 const CHUNK_BYTES: usize = 4 << 20;
+/// Headers `stage_lua` takes from Python first; each further block is four times larger.
+const FIRST_BLOCK: usize = 16;
 
 /// The Event-CID text of canonical event bytes: `b` + base32 (RFC 4648, lowercase,
 /// unpadded) of CIDv1 / dag-cbor / BLAKE3-256.
@@ -178,15 +180,29 @@ impl Packs {
     /// ulid ‖ cid ‖ commit of every event; the last root.
     fn stage_lua<'py>(&self, py: Python<'py>, headers: &Bound<'py, PyList>, start: usize, inputs_root: &[u8]
                       ) -> PyResult<Bound<'py, PyTuple>> {
-        let mut items: Vec<[String; 5]> = Vec::with_capacity(headers.len().saturating_sub(start));
-        for i in start..headers.len() {
-            let h = headers.get_item(i)?.downcast_into::<PyTuple>()?;
-            let field = |k: usize| -> PyResult<String> { h.get_item(k)?.extract() };
-            items.push([field(0)?, field(1)?, field(2)?, field(3)?, field(4)?]);
-        }
         let root: [u8; 32] = inputs_root.try_into().map_err(|_| pyo3::exceptions::PyValueError::new_err("inputs_root is 32 bytes"))?;
         let store = &self.store;
-        let staged = py.allow_threads(|| stage_lua_batch(store, &items, root));
+        let mut staged = Staged { done: 0, chunk: b"return{".to_vec(), roots: Vec::new(), policies: Vec::new(),
+                                  packed: String::new(), root };
+        // Headers are taken from Python in growing blocks: when the Python path has to
+        // take the very next event, only a few were taken for nothing (taking them all
+        // every time made a batch of such events quadratic).
+        let (mut at, mut block) = (start, FIRST_BLOCK);
+        while at < headers.len() {
+            let end = (at + block).min(headers.len());
+            let mut items: Vec<[String; 5]> = Vec::with_capacity(end - at);
+            for i in at..end {
+                let h = headers.get_item(i)?.downcast_into::<PyTuple>()?;
+                let field = |k: usize| -> PyResult<String> { h.get_item(k)?.extract() };
+                items.push([field(0)?, field(1)?, field(2)?, field(3)?, field(4)?]);
+            }
+            if !py.allow_threads(|| stage_lua_block(store, &items, &mut staged)) {
+                break;
+            }
+            at = end;
+            block *= 4;
+        }
+        staged.chunk.push(b'}');
         let policies = PyList::empty(py);
         let mut last: Option<(&str, Bound<'py, PyString>)> = None;
         for policy in &staged.policies {
@@ -212,23 +228,21 @@ struct Staged {
     root: [u8; 32],
 }
 
-/// The work of `stage_lua` (no Python objects): `items` are commit, tree, ulid, cid, type.
-fn stage_lua_batch(store: &Store, items: &[[String; 5]], mut root: [u8; 32]) -> Staged {
-    let mut out = Staged { done: 0, chunk: b"return{".to_vec(), roots: Vec::new(), policies: Vec::new(),
-                           packed: String::new(), root };
+/// The work of `stage_lua` on one block of headers (commit, tree, ulid, cid, type), no
+/// Python objects: appends to `out`; false when it stopped before the block's end.
+fn stage_lua_block(store: &Store, items: &[[String; 5]], out: &mut Staged) -> bool {
     let mut hint = Hint::default();
     let mut slots: [Vec<u8>; 3] = [Vec::new(), Vec::new(), Vec::new()];
     for [commit, tree, ulid, cid, etype] in items {
         if out.chunk.len() >= CHUNK_BYTES {
-            break; // the rest in the next chunk: one chunk's text and code stay bounded
+            return false; // the rest in the next chunk: one chunk's text and code stay bounded
         }
         if ulid.len() != 26 || cid.len() != 59 || commit.len() != 40 || !ulid.is_ascii() || !commit.is_ascii() || !cid.is_ascii() {
-            break; // the engine sends such events one field at a time
+            return false; // the engine sends such events one field at a time
         }
-        let Some(blob) = event_blob(store, tree, cid, &mut hint) else { break };
+        let Some(blob) = event_blob(store, tree, cid, &mut hint) else { return false };
         let first = 6 * out.done; // this event's first index in the chunk's table, from 0
-        let Some((actor, policy)) = envelope_lua(&blob, ulid, etype, first, &mut slots) else { break };
-        let mark = out.chunk.len();
+        let Some((actor, policy)) = envelope_lua(&blob, ulid, etype, first, &mut slots) else { return false };
         luatext::quote(&mut out.chunk, etype.as_bytes());
         out.chunk.push(b',');
         luatext::quote(&mut out.chunk, actor.as_bytes());
@@ -239,21 +253,18 @@ fn stage_lua_batch(store: &Store, items: &[[String; 5]], mut root: [u8; 32]) -> 
             out.chunk.extend_from_slice(if slot.is_empty() { b"nil" } else { slot });
             out.chunk.push(b',');
         }
-        debug_assert!(out.chunk.len() > mark);
         let mut hasher = blake3::Hasher::new();
-        hasher.update(&root);
+        hasher.update(&out.root);
         hasher.update(cid.as_bytes());
-        root = *hasher.finalize().as_bytes();
-        out.roots.extend_from_slice(&root);
+        out.root = *hasher.finalize().as_bytes();
+        out.roots.extend_from_slice(&out.root);
         out.policies.push(policy);
         out.packed.push_str(ulid);
         out.packed.push_str(cid);
         out.packed.push_str(commit);
         out.done += 1;
     }
-    out.chunk.push(b'}');
-    out.root = root;
-    out
+    true
 }
 
 /// An envelope's actor and policy_root (their defaults when absent), with its payload,
