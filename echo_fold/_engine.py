@@ -432,17 +432,13 @@ def _segments(order: list[Header], accepts: Callable[[str], bool], reader: Event
 
 
 def _wide_int(value: Any) -> int | None:
+    """The first integer in `value` outside the signed 64-bit range, if any (map keys are text)."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value if not -(2**63) <= value < 2**63 else None
-    items = value.items() if isinstance(value, dict) else value if isinstance(value, list) else ()
-    for item in items:
-        for part in item if isinstance(value, dict) else (item,):
-            found = _wide_int(part)
-            if found is not None:
-                return found
-    return None
+        return None if -(2**63) <= value < 2**63 else value
+    parts = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return next((found for found in map(_wide_int, parts) if found is not None), None)
 
 
 def _first_wide_int(segment: Segment) -> tuple[int, int]:
