@@ -79,7 +79,7 @@ def _count_keys(value: Any) -> int:
 
 def encode_frame(frame: dict[str, Any]) -> bytes:
     """One reply line."""
-    return orjson.dumps(frame) + b"\n"
+    return orjson.dumps(frame, option=orjson.OPT_APPEND_NEWLINE)
 
 
 class LineFramer:

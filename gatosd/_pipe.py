@@ -9,8 +9,21 @@ No thread hop each way: two wake-ups less per batch, a third of a lone request's
 from __future__ import annotations
 
 import asyncio
+import os
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
+
+
+def add_blocking_reader(loop: asyncio.AbstractEventLoop, fd: int, callback: Callable[[], Any]) -> None:
+    """`loop.add_reader`, keeping `fd` blocking.
+
+    uvloop (libuv's poll) switches a watched fd to non-blocking mode; a `multiprocessing`
+    Connection reads and writes whole messages and fails on a short, would-block I/O, so
+    the fd is switched back (the poll only waits for readability, it never reads).
+    """
+    loop.add_reader(fd, callback)
+    os.set_blocking(fd, True)
 
 
 async def exchange(conn: Connection, payload: Any) -> Any:
@@ -23,7 +36,7 @@ async def exchange(conn: Connection, payload: Any) -> Any:
     loop = asyncio.get_running_loop()
     ready: asyncio.Future[None] = loop.create_future()
     fd = conn.fileno()
-    loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+    add_blocking_reader(loop, fd, lambda: ready.done() or ready.set_result(None))
     try:
         await ready
     finally:

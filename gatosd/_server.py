@@ -30,6 +30,10 @@ from ledger_core.errors import LedgerError
 
 log = logging.getLogger("gatosd")
 
+# Replies are written straight to the socket while its unsent buffer is below this;
+# above it they queue for the writer task, which waits for the client to drain.
+_DIRECT_WRITE_MAX = 64 * 1024
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -80,8 +84,18 @@ class Connection:
         self.closing = False
 
     async def send(self, frame: dict[str, Any]) -> None:
-        if not self.closing:
-            await self.out.put(encode_frame(frame))
+        if self.closing:
+            return
+        data = encode_frame(frame)
+        transport = self.writer.transport
+        if (self.out.empty() and not transport.is_closing()
+                and transport.get_write_buffer_size() <= _DIRECT_WRITE_MAX):
+            # Nothing queued ahead of it (a frame stays in the queue until the writer task
+            # takes and writes it in one step), so order holds: write now instead of
+            # waking the writer task for one frame (a reply per publish on a busy bus).
+            self.writer.write(data)
+            return
+        await self.out.put(data)
 
     def send_nowait(self, frame: dict[str, Any]) -> None:
         with contextlib.suppress(asyncio.QueueFull):
@@ -102,7 +116,7 @@ class Connection:
                     done = True
                 if chunks:
                     self.writer.write(b"".join(chunks))  # type: ignore[arg-type]
-                if self.writer.transport.get_write_buffer_size() > 64 * 1024:
+                if self.writer.transport.get_write_buffer_size() > _DIRECT_WRITE_MAX:
                     await asyncio.wait_for(self.writer.drain(), limits.write_timeout)
             await asyncio.wait_for(self.writer.drain(), limits.write_timeout)
         except (TimeoutError, ConnectionError, OSError):

@@ -246,6 +246,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _run_loop(main: Any) -> int:
+    """Run the daemon on uvloop where it is installed (`GATOSD_LOOP=asyncio` opts out).
+
+    uvloop is the same asyncio API on libuv; per JSONL request it spends a fraction of
+    the default loop's time in the selector, transports and callbacks, the daemon's
+    largest cost after signing on a busy bus (see bench/RESULTS.md, Bus).
+    """
+    if os.environ.get("GATOSD_LOOP", "uvloop") != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.run(main)  # type: ignore[no-any-return]
+    return asyncio.run(main)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
@@ -260,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sync=args.sync, sync_interval=args.sync_interval,
     )
     try:
-        return asyncio.run(run(config))
+        return _run_loop(run(config))
     except LedgerError as exc:
         print(f"gatosd: {exc.code}: {exc.reason}", file=sys.stderr)
         return 2

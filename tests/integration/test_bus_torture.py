@@ -184,7 +184,8 @@ def test_slow_consumer_does_not_hold_others_up(tmp_path: Path) -> None:
                 for j in range(i, i + 50):
                     pub.send({"type": "bus.publish", "id": j, "topic": "feed", "payload": payload})
                 for j in range(i, i + 50):
-                    assert pub.final(j)["ok"]
+                    reply = pub.final(j)
+                    assert reply["ok"], reply
             got = bus_messages(fast, 1500, timeout=60)
             assert len(got) == 1500 and time.monotonic() - started < 60
             with d.client() as c:
