@@ -46,8 +46,41 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+
+_STORES: list[str] = []  # removed when the whole run ends, see `_store`
+_STORE_DIR = [tempfile.gettempdir()]
+
+
+def _store(prefix: str) -> str:
+    """A fresh folder for one server's store, under `--dir`.
+
+    Folders are removed only when the whole run ends: removing a store frees its files,
+    and on a filesystem without a journal (ext4 here) the kernel skips inodes freed in
+    the last minutes whenever it creates a file, which would slow the next GATOS run
+    (it creates two files per batch) for reasons of the benchmark's own cleanup.
+    """
+    folder = tempfile.mkdtemp(prefix=prefix, dir=_STORE_DIR[0])
+    _STORES.append(folder)
+    return folder
+
+
+def create_cost_us(directory: str, count: int = 200) -> float:
+    """Median microseconds to create (and close) an empty file in a new folder under `directory`."""
+    folder = tempfile.mkdtemp(prefix="bc-", dir=directory)
+    times = []
+    try:
+        for i in range(count):
+            t0 = time.perf_counter()
+            os.close(os.open(os.path.join(folder, str(i)), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+            times.append((time.perf_counter() - t0) * 1e6)
+    finally:
+        _STORES.append(folder)
+    return statistics.median(times)
 
 
 def _free_port() -> int:
@@ -84,11 +117,11 @@ class _Jsonl:
         return cls(r, w)
 
     async def send(self, frame: dict[str, Any]) -> None:
-        self.writer.write(json.dumps(frame, separators=(",", ":")).encode() + b"\n")
+        self.writer.write(orjson.dumps(frame, option=orjson.OPT_APPEND_NEWLINE))
 
     async def recv(self) -> dict[str, Any]:
         while True:
-            frame = json.loads(await self.reader.readline())
+            frame = orjson.loads(await self.reader.readline())
             if frame.get("kind") == "ping":
                 await self.send({"kind": "pong"})
                 continue
@@ -104,7 +137,7 @@ class _Jsonl:
 async def gatos_server() -> AsyncIterator[str]:
     from gatosd.node import Node
 
-    folder = tempfile.mkdtemp(prefix="bb-", dir="/tmp")
+    folder = _store("bb-")
     repo = os.path.join(folder, "node")
     Node.init(repo, "user:bench", discover=False)
     sock = os.path.join(folder, "s")
@@ -126,7 +159,6 @@ async def gatos_server() -> AsyncIterator[str]:
         proc.terminate()
         proc.wait(30)
         err.close()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 async def gatos_throughput(total: int, publishers: int, size: int) -> float:
@@ -189,7 +221,7 @@ async def _paced(rate: int, count: int, send: Callable[[int], Awaitable[Any]]) -
 
 @contextlib.asynccontextmanager
 async def nats_server() -> AsyncIterator[str]:
-    folder = tempfile.mkdtemp(prefix="bn-", dir="/tmp")
+    folder = _store("bn-")
     port = _free_port()
     proc = subprocess.Popen(["nats-server", "-js", "-sd", folder, "-a", "127.0.0.1", "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -202,7 +234,6 @@ async def nats_server() -> AsyncIterator[str]:
     finally:
         proc.terminate()
         proc.wait(30)
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 async def nats_throughput(total: int, publishers: int, size: int) -> float:
@@ -217,7 +248,7 @@ async def nats_throughput(total: int, publishers: int, size: int) -> float:
         async def run(nc: Any, n: int) -> None:
             js = nc.jetstream()
             for i in range(n):
-                await js.publish("bench", json.dumps(_payload(size, i)).encode())
+                await js.publish("bench", orjson.dumps(_payload(size, i)))
 
         started = time.perf_counter()
         await asyncio.gather(*(run(nc, total // publishers) for nc in conns))
@@ -240,7 +271,7 @@ async def nats_latency(rate: int, seconds: float, size: int) -> list[float]:
         done = asyncio.Event()
 
         async def on_msg(msg: Any) -> None:
-            lat.append((_now_us() - json.loads(msg.data)["t"]) / 1000)
+            lat.append((_now_us() - orjson.loads(msg.data)["t"]) / 1000)
             await msg.ack()
             if len(lat) >= count:
                 done.set()
@@ -250,7 +281,7 @@ async def nats_latency(rate: int, seconds: float, size: int) -> list[float]:
         pending: set[asyncio.Task[Any]] = set()
 
         async def send(i: int) -> None:
-            data = json.dumps({**_payload(size, i), "t": _now_us()}).encode()
+            data = orjson.dumps({**_payload(size, i), "t": _now_us()})
             task = asyncio.create_task(js.publish("lat", data))
             pending.add(task)
             task.add_done_callback(pending.discard)
@@ -266,7 +297,7 @@ async def nats_latency(rate: int, seconds: float, size: int) -> list[float]:
 
 @contextlib.asynccontextmanager
 async def redis_server() -> AsyncIterator[int]:
-    folder = tempfile.mkdtemp(prefix="br-", dir="/tmp")
+    folder = _store("br-")
     port = _free_port()
     proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", folder,
                              "--appendonly", "yes", "--save", ""],
@@ -280,7 +311,6 @@ async def redis_server() -> AsyncIterator[int]:
     finally:
         proc.terminate()
         proc.wait(30)
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 async def redis_throughput(total: int, publishers: int, size: int) -> float:
@@ -291,7 +321,7 @@ async def redis_throughput(total: int, publishers: int, size: int) -> float:
 
         async def run(r: Any, n: int) -> None:
             for i in range(n):
-                await r.xadd("bench", {"d": json.dumps(_payload(size, i))})
+                await r.xadd("bench", {"d": orjson.dumps(_payload(size, i))})
 
         started = time.perf_counter()
         await asyncio.gather(*(run(r, total // publishers) for r in conns))
@@ -317,7 +347,7 @@ async def redis_latency(rate: int, seconds: float, size: int) -> list[float]:
                 for _, entries in got or []:
                     ids = []
                     for entry_id, fields in entries:
-                        lat.append((_now_us() - json.loads(fields[b"d"])["t"]) / 1000)
+                        lat.append((_now_us() - orjson.loads(fields[b"d"])["t"]) / 1000)
                         ids.append(entry_id)
                     await sub.xack("lat", "g", *ids)
 
@@ -325,7 +355,7 @@ async def redis_latency(rate: int, seconds: float, size: int) -> list[float]:
         pending: set[asyncio.Task[Any]] = set()
 
         async def send(i: int) -> None:
-            t = asyncio.create_task(pub.xadd("lat", {"d": json.dumps({**_payload(size, i), "t": _now_us()})}))
+            t = asyncio.create_task(pub.xadd("lat", {"d": orjson.dumps({**_payload(size, i), "t": _now_us()})}))
             pending.add(t)
             t.add_done_callback(pending.discard)
 
@@ -399,11 +429,21 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=5.0, help="latency: seconds per run")
     p.add_argument("--markdown", action="store_true")
     p.add_argument("--no-install", action="store_true", help="never pip install the peers' clients")
+    p.add_argument("--dir", default=tempfile.gettempdir(),
+                   help="where every system's store goes (default: the temp folder)")
     args = p.parse_args()
     versions = ensure_peers(not args.no_install)
-    results = asyncio.run(main_async(args))
+    _STORE_DIR[0] = args.dir
+    create_us = create_cost_us(args.dir)
+    try:
+        results = asyncio.run(main_async(args))
+        create_after_us = create_cost_us(args.dir)
+    finally:
+        for folder in _STORES:
+            shutil.rmtree(folder, ignore_errors=True)
     med = {name: {k: statistics.median(v) for k, v in r.items()} for name, r in results.items()}
     print(json.dumps({"args": vars(args), "versions": versions, "load": os.getloadavg(),
+                      "create_file_us": {"before": create_us, "after": create_after_us},
                       "runs": results, "medians": med}, indent=1))
     if args.markdown:
         g = med["gatos"]
@@ -417,6 +457,8 @@ def main() -> int:
                   f"p99 {g['p99'] / med[peer]['p99']:.2f}x")
         print(f"\nload average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
               f"({os.cpu_count()} CPUs); versions: {', '.join(f'{k} {v}' for k, v in versions.items())}")
+        print(f"\nstores under {args.dir}: creating a file there took {create_us:.0f} us (median) "
+              f"before the runs and {create_after_us:.0f} us after")
     return 0
 
 

@@ -171,14 +171,17 @@ class BusMethods:
 
     async def _publish(self, topic: str, payload: Any, *, key: str | None, headers: Any,
                        ulid: str, actor: str, ms: int | None = None) -> dict[str, Any]:
-        # The envelope is checked and signed here, on the loop (about 50 us), rather than
-        # in the bus writer process, whose batches are the serial part of a publish; it is
-        # signed under the policy root the writer last gated under (no ref read per
-        # message), and the writer signs again only if its root moved meanwhile.
+        # The envelope is checked and encoded here, on the loop (about 15 us), and signed
+        # (ed25519, about 22 us) in the bus writer process: on two cores the daemon's
+        # loop, which also reads every request and writes every reply, was the busier
+        # side (bench/RESULTS.md, Bus). It names the policy root the writer last gated
+        # under (no ref read per message); the writer encodes and signs again if its
+        # root moved meanwhile.
         front = self.front
+        front.signing_key(actor)  # an actor without a node-held key is refused here, not in a batch
         pre = presign(front.signing_key, front.max_event_bytes, topic, payload, key=key,
                       headers=headers, ulid=ulid, publisher=actor,
-                      policy_root=self.writer.policy_root or front.policy_root, ms=ms)
+                      policy_root=self.writer.policy_root or front.policy_root, ms=ms, sign=False)
         raw = await self.writer.submit(("pub", topic, payload, key, headers, ulid, actor, pre))
         error = error_of(raw)
         if error is not None:

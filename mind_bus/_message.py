@@ -143,10 +143,13 @@ def _hashed(kind: bytes, data: bytes) -> bytes:
 
 @dataclass(frozen=True)
 class Presigned:
-    """A message envelope signed ahead of the bus writer (by the daemon, off its path).
+    """A message envelope checked and encoded (and signed, unless `signature` is empty)
+    ahead of the bus writer, by the daemon, off the writer's path.
 
     `digest` is the `Body-Hash`; `policy_root` the root the envelope names: the writer
     uses the envelope only if that is still its own policy root, else it signs again.
+    An empty `signature` means "sign these bytes": the signature is a function of the
+    key and `canonical` alone, so which process computes it changes nothing stored.
     """
 
     digest: str
@@ -188,10 +191,11 @@ def _checked_cbor(value: Any, what: str) -> bytes:
 
 def presign(key_for: Callable[[str], SigningKey], max_bytes: int, topic: str, payload: Any, *,
             key: str | None, headers: dict[str, str] | None, ulid: str, publisher: str,
-            policy_root: str, ms: int | None = None) -> Presigned:
+            policy_root: str, ms: int | None = None, sign: bool = True) -> Presigned:
     """Check a message and sign its envelope, as the writer would (`key_for(actor)`: the
     node-held key; `max_bytes`: the node's event size limit; `ms`: the ULID's
-    milliseconds when the caller has them).
+    milliseconds when the caller has them; `sign=False`: leave the signature to the
+    writer, see `Presigned`).
 
     The payload is checked and encoded once; the canonical bytes of the body map
     (`Body-Hash`) and of the envelope are put together around it, field by field in
@@ -232,8 +236,8 @@ def presign(key_for: Callable[[str], SigningKey], max_bytes: int, topic: str, pa
         _ENV_POLICY, _text(policy_root)))
     if len(canonical) > max_bytes:
         raise TooLarge(f"event is {len(canonical)} bytes encoded; the limit is {max_bytes}")
-    return Presigned(digest, canonical, key_for(publisher).sign(canonical), event_cid(canonical),
-                     policy_root)
+    signature = key_for(publisher).sign(canonical) if sign else b""
+    return Presigned(digest, canonical, signature, event_cid(canonical), policy_root)
 
 
 def message_commit(signed: SignedEvent, place: Place, parent: ObjectId | None,

@@ -160,10 +160,14 @@ class BusLog:
                  clock: Callable[[], float], sleep: Callable[[float], None],
                  config_for: Callable[[str], TopicConfig] | None = None,
                  gate: BusGate | None = None, policy_root: Callable[[], str] | None = None,
-                 exclusive: Exclusive | None = None) -> None:
+                 exclusive: Exclusive | None = None,
+                 sign_bytes: Callable[[str, bytes], bytes] | None = None) -> None:
         self.objects = objects
         self.refs = refs
         self._sign = sign
+        # (actor, canonical envelope) -> ed25519 signature: signs envelopes that came
+        # checked and encoded but unsigned (`Presigned` with an empty signature).
+        self._sign_bytes = sign_bytes
         self._clock = clock
         self._sleep = sleep
         self.config_for = config_for or (lambda _topic: TopicConfig())
@@ -411,8 +415,15 @@ class BusLog:
                     sticky, sticky_count = (sticky + 1) % config.shards, 0
                 shard, sticky_count = sticky, sticky_count + 1
             pre = req.presigned
-            if pre is not None and pre.policy_root == policy_root:
+            if pre is not None and pre.policy_root == policy_root and (
+                    pre.signature or self._sign_bytes is not None):
                 canonical, signature, cid = pre.canonical, pre.signature, pre.cid
+                if not signature:  # encoded ahead, signed here (the same bytes either way)
+                    try:
+                        signature = self._sign_bytes(req.publisher, canonical)  # type: ignore[misc]
+                    except LedgerError as exc:  # (no key for the actor): this message only
+                        results[i] = exc
+                        continue
             else:  # not signed ahead, or under another policy root than the gate's: sign here
                 try:
                     signed = self._sign(message_event(

@@ -455,6 +455,62 @@ def test_presigned_requests_are_used_unless_the_policy_root_moved() -> None:
     assert not sigs[1].endswith(stale.signature.hex())  # re-signed by the log under its own root
 
 
+def test_unsigned_envelopes_are_signed_by_the_writer() -> None:
+    """`presign(sign=False)` encodes the same envelope with no signature; a log given
+    `sign_bytes` signs exactly those bytes, and one without it signs the message itself."""
+    from ledger_core import verify
+    from mind_bus import presign
+    signed = presign(lambda _actor: KEY, 1 << 20, "t", {"n": 1}, key="k", headers={"h": "v"},
+                     ulid=ulid(1), publisher=ACTOR, policy_root="0" * 40)
+    unsigned = presign(lambda _actor: KEY, 1 << 20, "t", {"n": 1}, key="k", headers={"h": "v"},
+                       ulid=ulid(1), publisher=ACTOR, policy_root="0" * 40, sign=False)
+    assert unsigned.signature == b""
+    assert (unsigned.canonical, unsigned.cid, unsigned.digest) == (signed.canonical, signed.cid, signed.digest)
+
+    calls: list[tuple[str, bytes]] = []
+
+    def sign_bytes(actor: str, data: bytes) -> bytes:
+        calls.append((actor, data))
+        return KEY.sign(data)
+
+    objects, refs, clock = MemoryObjectStore(), MemoryRefStore(), Clock()
+    log = BusLog(objects, refs, sign=lambda ev: sign_event(ev, KEY), clock=clock, sleep=lambda _s: None,
+                 config_for=lambda _t: TopicConfig(shards=1), sign_bytes=sign_bytes)
+    log.publish(PublishRequest("t", {"n": 1}, ulid(1), ACTOR, key="k", headers={"h": "v"},
+                               presigned=unsigned))
+    assert calls == [(ACTOR, unsigned.canonical)]
+    (msg,) = log.read("t", 0)
+    assert objects.read_commit(msg.commit).trailers["Sig"].endswith(signed.signature.hex())
+    verify(KEY.public_key, unsigned.canonical, signed.signature)  # raises if it does not hold
+
+    plain, _, _, _ = make_log(TopicConfig(shards=1))  # no sign_bytes: signs on its own
+    plain.publish(PublishRequest("t", {"n": 1}, ulid(1), ACTOR, key="k", headers={"h": "v"},
+                                 presigned=unsigned))
+    (again,) = plain.read("t", 0)
+    assert again.commit == msg.commit  # the same bytes, the same signature, the same commit
+
+
+def test_a_failing_signer_fails_only_its_message() -> None:
+    from ledger_core.errors import NotFound
+    from mind_bus import presign
+
+    def sign_bytes(actor: str, data: bytes) -> bytes:
+        if actor != ACTOR:
+            raise NotFound(f"no key for {actor}")
+        return KEY.sign(data)
+
+    objects, refs, clock = MemoryObjectStore(), MemoryRefStore(), Clock()
+    log = BusLog(objects, refs, sign=lambda ev: sign_event(ev, KEY), clock=clock, sleep=lambda _s: None,
+                 config_for=lambda _t: TopicConfig(shards=1), sign_bytes=sign_bytes)
+    reqs = [PublishRequest("t", {"n": n}, ulid(n), actor, presigned=presign(
+        lambda _actor: KEY, 1 << 20, "t", {"n": n}, key=None, headers=None, ulid=ulid(n),
+        publisher=actor, policy_root="0" * 40, sign=False))
+        for n, actor in ((1, ACTOR), (2, "user:nokey"), (3, ACTOR))]
+    results = log.publish_many(reqs)
+    assert isinstance(results[1], NotFound)
+    assert [r.position for r in (results[0], results[2])] == [1, 2]  # type: ignore[union-attr]
+
+
 def test_shard_generations_parse_and_the_newest_wins() -> None:
     """`-<shard>.<g>` is generation g of a shard; the newest generation is the shard."""
     from mind_bus import current_shards, parse_shard_generation
