@@ -19,6 +19,14 @@ schedule never waits for acks), one subscriber (GATOS `bus.subscribe` from HEAD;
 JetStream push consumer; Redis `XREADGROUP BLOCK`); latency = receive time - send time
 (same host, same clock). Reported p50/p99.
 
+Every client encodes and decodes its application JSON with orjson (what the GATOS SDKs
+use). Each system's store goes in a fresh folder under `--dir` (default: the temp
+folder); folders are removed only when the whole run ends, and the report gives the cost
+of creating a file there before and after the runs: GATOS creates two files per batch
+(a pack and its index), and on a journal-less ext4 that cost grows with recent file
+removals (20 us in a quiet folder, 300-800 us after heavy churn), so it explains runs
+that differ for no reason in the code.
+
 Each measurement is repeated `--runs` times; medians are printed, with GATOS/peer
 ratios. The peers' Python clients (`nats-py`, `redis`) are installed into the running
 interpreter with pip when they are missing (`--no-install` refuses instead); the
