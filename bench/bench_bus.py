@@ -25,7 +25,8 @@ folder); folders are removed only when the whole run ends, and the report gives 
 of creating a file there before and after the runs: GATOS creates two files per batch
 (a pack and its index), and on a journal-less ext4 that cost grows with recent file
 removals (20 us in a quiet folder, 300-800 us after heavy churn), so it explains runs
-that differ for no reason in the code.
+that differ for no reason in the code. Before each measurement the bench calls `sync`,
+so that no measurement pays for the previous one's writeback.
 
 Each measurement is repeated `--runs` times; medians are printed, with GATOS/peer
 ratios. The peers' Python clients (`nats-py`, `redis`) are installed into the running
@@ -417,7 +418,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {name: {"rate": [], "p50": [], "p99": []} for name in SYSTEMS}
     for run in range(args.runs):
         for name, (tput, latency) in SYSTEMS.items():  # interleaved: each run measures every system
+            os.sync()  # the previous measurement's dirty pages are not written back during this one
             rate = await tput(args.messages, args.publishers, args.size)
+            os.sync()
             lat = await latency(args.rate, args.seconds, args.size)
             results[name]["rate"].append(rate)
             results[name]["p50"].append(_pct(lat, 0.50))
