@@ -211,7 +211,6 @@ class FileRefStore(RefStore):
             raise
         return held
 
-
     def _link_spare(self, name: str, lock: str) -> bool:
         """Take `<ref>.lock` as a hard link to the ref's spare inode (made once when missing).
 

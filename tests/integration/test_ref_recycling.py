@@ -77,13 +77,19 @@ def test_updates_reuse_two_inodes_and_git_reads_every_value(tmp_path: Path) -> N
     assert git(gd, "fsck", "--strict", "--no-dangling").returncode == 0
 
 
-def test_a_held_lock_stops_git_and_release_changes_nothing(tmp_path: Path) -> None:
+def _ref_with_spare(tmp_path: Path) -> tuple[Path, FileRefStore, ObjectId, ObjectId, ObjectId]:
+    """A recycling store whose ref NAME went a -> b (so it has its spare); and a third commit c."""
     repo = new_repo(tmp_path)
     gd = git_dir(repo)
     a, b, c = _commits(repo, 3)
     refs = _recycling(gd)
     refs.compare_and_swap(NAME, None, a)
-    refs.compare_and_swap(NAME, a, b)  # the ref has a spare now
+    refs.compare_and_swap(NAME, a, b)
+    return gd, refs, a, b, c
+
+
+def test_a_held_lock_stops_git_and_release_changes_nothing(tmp_path: Path) -> None:
+    gd, refs, _a, b, c = _ref_with_spare(tmp_path)
     held = refs.lock(NAME)
     assert held.old == b
     moved = git(gd, "update-ref", NAME, c, b, check=False)
@@ -98,12 +104,7 @@ def test_a_held_lock_stops_git_and_release_changes_nothing(tmp_path: Path) -> No
 
 
 def test_a_ref_moved_by_git_between_updates_is_seen(tmp_path: Path) -> None:
-    repo = new_repo(tmp_path)
-    gd = git_dir(repo)
-    a, b, c = _commits(repo, 3)
-    refs = _recycling(gd)
-    refs.compare_and_swap(NAME, None, a)
-    refs.compare_and_swap(NAME, a, b)
+    gd, refs, a, b, c = _ref_with_spare(tmp_path)
     git(gd, "update-ref", NAME, c, b)
     with refs.lock(NAME) as held:
         assert held.old == c
