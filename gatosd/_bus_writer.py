@@ -84,6 +84,9 @@ class ConfigLoader:
 
 
 FLOCK_FILE = "mbus-writer.lock"
+# Seconds after which a bus ref's lock found by the writer is taken as left by a dead
+# writer: git and GATOS hold a ref lock for milliseconds.
+LEFTOVER_LOCK_AGE = 2.0
 
 
 def _flock_path(git_dir: str) -> str:
@@ -143,6 +146,10 @@ def _serve(repo: str, durable: bool, conn: Connection) -> None:
     # inode per ref instead of creating a lock file and freeing the old ref's inode per
     # batch (see ledger_git._refs; on a journal-less ext4 the churn slows every create).
     node.repo.refs.recycle_inodes(os.path.join(node.repo.git_dir, "gatos", "bus-ref-spares"))
+    # A bus writer killed between taking a ref's lock and renaming it leaves the lock; it
+    # would block that shard (or group) for good. Under the flock, a lock there older than
+    # any live holder keeps one is a leftover (see FileRefStore.break_leftover_locks).
+    node.repo.refs.break_leftover_locks(("refs/gatos/mbus/", "refs/gatos/mbus-ack/"), LEFTOVER_LOCK_AGE)
     node.repo.objects.pack_threshold = 1
     # Message objects are small and mostly hashes and signatures: storing them without
     # compression costs a twentieth of deflating them (see ledger_git._deflate).

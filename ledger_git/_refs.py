@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import shutil
 import time
@@ -36,6 +37,8 @@ from ledger_core.errors import (
     RefLocked,
     StorageError,
 )
+
+log = logging.getLogger("gatos.refs")
 
 # Longer than any kernel's file-time tick (at most 10 ms): a file whose mtime is older
 # than this when it is read gets a later mtime from any change after the read.
@@ -58,6 +61,18 @@ class FileRefStore(RefStore):
         # batch, and validating a name costs more than the stat that follows.
         self._valid: set[str] = set()
         self._spares: str | None = None  # see `recycle_inodes`
+        self._breakable: tuple[tuple[str, ...], float] | None = None  # see `break_leftover_locks`
+
+    def break_leftover_locks(self, prefixes: tuple[str, ...], older_than: float) -> None:
+        """Remove a `<ref>.lock` under `prefixes` that is older than `older_than` seconds,
+        instead of failing on it.
+
+        For the sole writer of those refs (the bus writer under its flock): a lock it finds
+        there was left by a writer killed between taking and renaming it, since git and
+        GATOS hold ref locks for milliseconds. Left alone it blocks the ref for good (every
+        batch on it waits, then fails `LOCKED`).
+        """
+        self._breakable = (prefixes, older_than)
 
     def recycle_inodes(self, folder: str) -> None:
         """Update refs through spare inodes kept in `folder` (emptied first); see the module doc.
@@ -198,7 +213,14 @@ class FileRefStore(RefStore):
             try:
                 fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             except FileExistsError:
-                raise _locked(name, lock, self.stale_after) from None
+                if not self._break_leftover(name, lock):
+                    raise _locked(name, lock, self.stale_after) from None
+                try:
+                    fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                except FileExistsError:
+                    raise _locked(name, lock, self.stale_after) from None
+                except OSError as exc:
+                    raise StorageError(f"locking ref {name}: {exc.strerror}") from exc
             except OSError as exc:
                 raise StorageError(f"locking ref {name}: {exc.strerror}") from exc
             held = _FileRefLock(self, name, None, fd, lock, path)
@@ -211,18 +233,39 @@ class FileRefStore(RefStore):
             raise
         return held
 
+    def _break_leftover(self, name: str, lock: str) -> bool:
+        """Remove `lock` if `break_leftover_locks` covers `name` and the lock is old enough."""
+        if self._breakable is None or not name.startswith(self._breakable[0]):
+            return False
+        try:
+            age = time.time() - os.stat(lock).st_mtime
+        except FileNotFoundError:
+            return True  # gone meanwhile: try again
+        except OSError:
+            return False
+        if age <= self._breakable[1]:
+            return False
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock)
+        log.warning("removed %s, left %.1fs ago by a writer that died while updating %s",
+                    lock, age, name)
+        return True
+
     def _link_spare(self, name: str, lock: str) -> bool:
         """Take `<ref>.lock` as a hard link to the ref's spare inode (made once when missing).
 
         False when links do not work here (recycling is then turned off).
         """
         spare = self._spare(name)
-        for _ in range(2):
+        broke = False
+        for _ in range(3):
             try:
                 os.link(spare, lock)
                 return True
             except FileExistsError:
-                raise _locked(name, lock, self.stale_after) from None
+                if broke or not self._break_leftover(name, lock):
+                    raise _locked(name, lock, self.stale_after) from None
+                broke = True
             except FileNotFoundError:
                 try:
                     os.close(os.open(spare, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))

@@ -56,3 +56,42 @@ def test_killed_bus_writer_is_replaced_and_retries_dedupe(tmp_path: Path) -> Non
     subjects = git(repo, "log", "--format=%s", "--all", "--", ".").split()
     assert subjects.count("gmb.message") >= 3
     git(repo, "fsck", "--strict")
+
+
+def test_a_lock_left_by_a_killed_writer_does_not_block_its_shard(tmp_path: Path) -> None:
+    """A writer killed between taking a shard's lock and renaming it leaves `<ref>.lock`.
+
+    The next writer (holding the flock) takes a bus ref's lock older than any live holder
+    keeps one as a leftover and removes it: the shard is written again within seconds,
+    instead of every batch on it waiting and failing LOCKED for good.
+    """
+    from mind_bus import shard_for_key
+
+    key = next(f"k{i}" for i in range(100) if shard_for_key(f"k{i}", 4) == 1)
+    repo = make_node(tmp_path / "node")
+    with short_dir() as sock:
+        d = start_daemon(repo, socket_dir=sock)
+        try:
+            with d.client() as c:
+                first = c.request({"type": "bus.publish", "id": "a", "topic": "t", "key": key, "payload": 1})
+                assert first["ok"] and first["shard"] == 1, first
+                os.kill(_bus_writer(d.children()), signal.SIGKILL)
+                lock = repo / ".git" / "refs" / "gatos" / "mbus" / "t" / "-1.lock"
+                lock.write_text("")  # what the killed writer left, a moment ago
+                started = time.monotonic()
+                deadline = started + 30
+                while True:
+                    got = c.request({"type": "bus.publish", "id": "b", "topic": "t", "key": key,
+                                     "ulid": "01J00000000000000000000009", "payload": 2})
+                    if got["ok"]:
+                        break
+                    assert got["error"]["code"] in ("STORAGE", "LOCKED"), got
+                    assert time.monotonic() < deadline, got
+                    time.sleep(0.05)
+                assert (got["shard"], got["position"]) == (1, 2)
+                assert time.monotonic() - started < 15
+                assert not lock.exists()
+        finally:
+            d.stop()
+    assert git(repo, "rev-list", "--count", "refs/gatos/mbus/t/-1").strip() == "2"
+    git(repo, "fsck", "--strict")

@@ -150,3 +150,32 @@ def test_without_hard_links_it_falls_back_to_lock_files(tmp_path: Path,
     refs.compare_and_swap(NAME, a, b)
     assert refs._spares is None
     assert git(gd, "rev-parse", NAME).stdout.strip() == b
+
+
+@pytest.mark.parametrize("recycle", [True, False])
+def test_leftover_locks_are_broken_only_when_old_and_covered(tmp_path: Path, recycle: bool) -> None:
+    """`break_leftover_locks`: an old lock under the prefixes is removed and the update
+    goes through; a fresh one, or one outside the prefixes, still fails `RefLocked`."""
+    repo = new_repo(tmp_path)
+    gd = git_dir(repo)
+    a, b, c = _commits(repo, 3)
+    refs = _recycling(gd) if recycle else FileRefStore(str(gd))
+    refs.break_leftover_locks(("refs/gatos/mbus/",), 2.0)
+    other = RefName("refs/gatos/journal/x")
+    for name in (NAME, other):
+        refs.compare_and_swap(name, None, a)
+    lock, other_lock = gd / (NAME + ".lock"), gd / (other + ".lock")
+    lock.write_text("")
+    with pytest.raises(RefLocked):  # fresh: a live writer may hold it
+        refs.compare_and_swap(NAME, a, b)
+    old = os.stat(lock).st_mtime - 10
+    os.utime(lock, (old, old))
+    refs.compare_and_swap(NAME, a, b)
+    assert not lock.exists()
+    assert git(gd, "rev-parse", NAME).stdout.strip() == b
+    other_lock.write_text("")
+    os.utime(other_lock, (old, old))
+    with pytest.raises(RefLocked):  # not a ref the owner said it alone writes
+        refs.compare_and_swap(other, a, c)
+    assert other_lock.exists()
+    assert git(gd, "rev-parse", other).stdout.strip() == a
