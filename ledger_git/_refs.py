@@ -61,6 +61,7 @@ class FileRefStore(RefStore):
         # batch, and validating a name costs more than the stat that follows.
         self._valid: set[str] = set()
         self._spares: str | None = None  # see `recycle_inodes`
+        self._spare_paths: dict[str, str] = {}
         self._breakable: tuple[tuple[str, ...], float] | None = None  # see `break_leftover_locks`
 
     def break_leftover_locks(self, prefixes: tuple[str, ...], older_than: float) -> None:
@@ -84,10 +85,16 @@ class FileRefStore(RefStore):
         shutil.rmtree(folder, ignore_errors=True)
         os.makedirs(folder, exist_ok=True)
         self._spares = folder
+        self._spare_paths.clear()
 
     def _spare(self, name: str) -> str:
-        assert self._spares is not None
-        return os.path.join(self._spares, hashlib.sha1(name.encode()).hexdigest())
+        """The spare's path of a ref (named by a hash: a flat folder, any ref name)."""
+        spare = self._spare_paths.get(name)
+        if spare is None:
+            assert self._spares is not None
+            spare = os.path.join(self._spares, hashlib.sha1(name.encode()).hexdigest())
+            self._spare_paths[name] = spare
+        return spare
 
     def _path(self, name: str) -> str:
         return os.path.join(self.git_dir, name)
@@ -210,20 +217,7 @@ class FileRefStore(RefStore):
         if self._spares is not None and self._link_spare(name, lock):
             held = _RecycledRefLock(self, name, None, -1, lock, path)
         else:
-            try:
-                fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                if not self._break_leftover(name, lock):
-                    raise _locked(name, lock, self.stale_after) from None
-                try:
-                    fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-                except FileExistsError:
-                    raise _locked(name, lock, self.stale_after) from None
-                except OSError as exc:
-                    raise StorageError(f"locking ref {name}: {exc.strerror}") from exc
-            except OSError as exc:
-                raise StorageError(f"locking ref {name}: {exc.strerror}") from exc
-            held = _FileRefLock(self, name, None, fd, lock, path)
+            held = _FileRefLock(self, name, None, self._create_lock(name, lock), lock, path)
         try:
             held.old = self.get(name)
             if held.old is None:
@@ -232,6 +226,19 @@ class FileRefStore(RefStore):
             held.release()
             raise
         return held
+
+    def _create_lock(self, name: str, lock: str) -> int:
+        """Create `<ref>.lock` with O_EXCL (once more after removing a leftover); its fd."""
+        broke = False
+        while True:
+            try:
+                return os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                if broke or not self._break_leftover(name, lock):
+                    raise _locked(name, lock, self.stale_after) from None
+                broke = True
+            except OSError as exc:
+                raise StorageError(f"locking ref {name}: {exc.strerror}") from exc
 
     def _break_leftover(self, name: str, lock: str) -> bool:
         """Remove `lock` if `break_leftover_locks` covers `name` and the lock is old enough."""
