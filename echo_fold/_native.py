@@ -22,7 +22,7 @@ try:
 except ImportError:  # not built on this machine: the pure path does everything
     _module = None
 
-ABI = 2
+ABI = 3
 
 
 def available() -> bool:

@@ -33,6 +33,7 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any
 
+from gatosd._bus_native import native_builder
 from gatosd._pipe import add_blocking_reader
 from gatosd.errors import ProtocolError
 from ledger_core.errors import LedgerError, StorageError
@@ -172,7 +173,10 @@ def _serve(repo: str, durable: bool, conn: Connection) -> None:
                  # The daemon checks and encodes envelopes; this process signs them: the
                  # daemon's loop carries every request and reply, and measured on two
                  # cores the work is better split this way (bench/RESULTS.md, Bus).
-                 sign_bytes=lambda actor, data: node.signing_key(actor).sign(data))
+                 sign_bytes=lambda actor, data: node.signing_key(actor).sign(data),
+                 # Signing, the commits' objects and their pack entries, natively when
+                 # `gatos_native` is built (the same bytes; see gatosd._bus_native).
+                 builder=native_builder(node.signing_key, STORE_BELOW))
     acks = AckLog(node.repo.objects, node.repo.refs, clock=time.time)
     gc.collect()
     gc.freeze()

@@ -79,6 +79,7 @@ from ledger_core._names import (
     validate_namespace,
     validate_ref_name,
 )
+from ledger_core._packed import PackedObjects, decode_entry
 from ledger_core._ports import KeyResolver, ObjectStore, RefLock, RefStore
 from ledger_core._reading import JournalEntry, read_entry, read_range
 from ledger_core._trust import TRUST_REF, TrustStore
@@ -108,6 +109,7 @@ __all__ = [
     "KeyResolver",
     "ObjectId",
     "ObjectStore",
+    "PackedObjects",
     "Problem",
     "PublicKeyText",
     "RefLock",
@@ -132,6 +134,7 @@ __all__ = [
     "content_id",
     "continuity_problems",
     "decode",
+    "decode_entry",
     "encode",
     "encode_commit",
     "encode_tree",

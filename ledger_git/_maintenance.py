@@ -85,7 +85,7 @@ class PackMaintainer:
         entries: dict[bytes, PackEntry] = {}
         for _name, pack_entries in small:
             for entry in pack_entries:
-                entries.setdefault(entry.raw_oid, entry)
+                entries.setdefault(entry[0], entry)  # (raw id, crc, bytes): native entries are tuples
         write_pack_entries(self.store.objects_dir, list(entries.values()), durable=self.store.durable)
         pack_dir = os.path.join(self.store.objects_dir, "pack")
         for name, _ in small:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import pygit2
 from pygit2.enums import ObjectType
 
-from ledger_core import GitObject, ObjectId, ObjectStore
+from ledger_core import GitObject, ObjectId, ObjectStore, PackedObjects
 from ledger_core.errors import CorruptObject, NotFound
 from ledger_git._deflate import STORE_BELOW, compress
 from ledger_git._pack import PackEntry, pack_entries, write_pack_entries
@@ -46,7 +46,10 @@ class GitObjectStore(ObjectStore):
     def write_many(self, objects: Sequence[GitObject]) -> None:
         with map_git_errors("writing objects"):
             if len(objects) >= self.pack_threshold:
-                entries = pack_entries(objects, store_below=self.store_below)
+                if isinstance(objects, PackedObjects):  # encoded ahead by their builder
+                    entries: list[PackEntry] = objects.entries  # type: ignore[assignment]
+                else:
+                    entries = pack_entries(objects, store_below=self.store_below)
                 name = write_pack_entries(self.objects_dir, entries, durable=self.durable)
                 self.packs_written += 1
                 if len(entries) <= self.remember_small:

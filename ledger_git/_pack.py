@@ -16,10 +16,11 @@ import struct
 import threading
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ledger_core import GitObject
 from ledger_git._deflate import compress
+from ledger_git._native import native_assemble
 
 _TYPE_CODES = {"commit": 1, "tree": 2, "blob": 3}
 
@@ -36,9 +37,11 @@ def _entry_header(kind: str, size: int) -> bytes:
     return bytes(out)
 
 
-@dataclass(frozen=True)
-class PackEntry:
-    """One object as stored in a pack: its raw id, the CRC32 of its bytes, and the bytes."""
+class PackEntry(NamedTuple):
+    """One object as stored in a pack: its raw id, the CRC32 of its bytes, and the bytes.
+
+    A tuple, so that entries made natively (`ledger_core.PackedObjects`) are entries too.
+    """
 
     raw_oid: bytes
     crc: int
@@ -63,19 +66,30 @@ def pack_entries(objects: Sequence[GitObject], *, store_below: int = 0) -> list[
     return out
 
 
-def assemble_pack(entries: Sequence[PackEntry]) -> tuple[bytes, bytes, str]:
+def assemble_pack(entries: Sequence[PackEntry] | Sequence[tuple[bytes, int, bytes]]
+                  ) -> tuple[bytes, bytes, str]:
     """Return (pack bytes, idx bytes, pack checksum hex) for entries with unique ids.
 
     Entries are self-contained (no deltas), so entries of several packs can be put
     together into one without touching their bytes: that is how small packs merge.
+    Done natively when `gatos_native` is built (the same bytes, `test_native_bus`).
     """
+    assemble = native_assemble()
+    if assemble is not None:
+        return assemble(entries if isinstance(entries, list) else list(entries))  # type: ignore[no-any-return]
+    return assemble_pack_py(entries)
+
+
+def assemble_pack_py(entries: Sequence[PackEntry] | Sequence[tuple[bytes, int, bytes]]
+                     ) -> tuple[bytes, bytes, str]:
+    """`assemble_pack` in Python (the reference the native one is tested against)."""
     head = b"PACK" + struct.pack(">II", 2, len(entries))
     rows: list[tuple[bytes, int, int]] = []  # (raw oid, crc32, offset)
     offset = len(head)
-    for entry in entries:
-        rows.append((entry.raw_oid, entry.crc, offset))
-        offset += len(entry.data)
-    pack = b"".join([head, *(entry.data for entry in entries)])
+    for raw_oid, crc, data in entries:
+        rows.append((raw_oid, crc, offset))
+        offset += len(data)
+    pack = b"".join([head, *(data for _raw, _crc, data in entries)])
     pack_sum = hashlib.sha1(pack, usedforsecurity=False).digest()
 
     rows.sort()
@@ -177,7 +191,7 @@ def write_pack(objects_dir: str, objects: Sequence[GitObject], *, durable: bool 
                               durable=durable)
 
 
-def write_pack_entries(objects_dir: str, entries: Sequence[PackEntry], *,
+def write_pack_entries(objects_dir: str, entries: Sequence[PackEntry] | Sequence[tuple[bytes, int, bytes]], *,
                        durable: bool = False) -> str:
     """Write entries (unique ids) as one pack and its index; return the pack checksum."""
     pack, idx, name = assemble_pack(entries)

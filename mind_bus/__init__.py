@@ -15,10 +15,12 @@ from mind_bus._config import CONFIG_DIR, TopicConfig, config_path, shard_for_key
 from mind_bus._groups import GroupState, Pending, Take
 from mind_bus._message import (
     MESSAGE_TYPE,
+    MessageSpec,
     Place,
     Presigned,
     StoredMessage,
     body_hash,
+    build_messages,
     check_message,
     message_commit,
     message_event,
@@ -49,7 +51,16 @@ from mind_bus._retention import (
     read_summary,
     retire_generations,
 )
-from mind_bus._store import BusGate, BusLog, Exclusive, PlannedBatch, PublishRequest, PublishResult, Signer
+from mind_bus._store import (
+    BusGate,
+    BusLog,
+    Exclusive,
+    MessageBuilder,
+    PlannedBatch,
+    PublishRequest,
+    PublishResult,
+    Signer,
+)
 from mind_bus.errors import (
     BusError,
     InvalidBusConfig,
@@ -79,6 +90,8 @@ __all__ = [
     "InvalidMessage",
     "InvalidPosition",
     "InvalidTopic",
+    "MessageBuilder",
+    "MessageSpec",
     "NotPending",
     "Pending",
     "PlannedBatch",
@@ -96,6 +109,7 @@ __all__ = [
     "ack_ref",
     "current_shards",
     "body_hash",
+    "build_messages",
     "check_message",
     "config_path",
     "dlq_topic",

@@ -287,6 +287,42 @@ def message_commit_parts(canonical: bytes, signature: bytes, cid: str, actor: st
             KnownObject("commit", commit_data, commit_oid)], commit_oid
 
 
+MessageSpec = tuple[bytes, bytes, bytes | None, str, str, str, int, str, int, int, int, int, int, int,
+                    ObjectId | None, int, str]
+"""One message commit to build: `(canonical, signature, seed, cid, actor, ulid, seconds,
+topic, shard, position, segment, segment_start, segment_bytes, shard_map, parent,
+chain, digest)`. An empty `signature` is made with the 32-byte ed25519 `seed`; the
+parent is the commit of spec `chain` of the same batch when `chain >= 0`, else
+`parent`. `topic`, `actor` and `ulid` are valid (`message_commit_parts` checks the
+rest the same way whichever builder runs)."""
+
+
+def build_messages(specs: list[MessageSpec]) -> tuple[list[ObjectId], list[GitObject]]:
+    """The commits of a batch of specs and their objects, in order (the reference
+    builder; `gatos_native.messages` gives the same ids and pack entries)."""
+    oids: list[ObjectId] = []
+    objects: list[GitObject] = []
+    for (canonical, signature, seed, cid, actor, ulid, seconds, topic, shard, position, segment,
+         start, used, shard_map, parent, chain, digest) in specs:
+        if not signature:
+            signature = SigningKey(seed or b"").sign(canonical)
+        place = Place(topic, shard, position, segment, shard_map, start, used)
+        new, oid = message_commit_parts(canonical, signature, cid, actor, ulid, seconds, place,
+                                        oids[chain] if chain >= 0 else parent, digest)
+        objects.extend(new)
+        oids.append(oid)
+    return oids, objects
+
+
+def check_commit_fields(actor: str, topic: str, ulid: str) -> None:
+    """What `message_commit_parts` refuses of the names it writes, checked ahead (for a
+    builder that does not check them itself)."""
+    if actor not in _idents:
+        signature_line(actor, actor, 0)  # refuses '<', '>' and newlines
+    if "\n" in topic or "\n" in ulid:
+        raise InvalidMessage("a trailer value cannot hold a newline")
+
+
 def message_commit_generic(signed: SignedEvent, place: Place, parent: ObjectId | None,
                            digest: str) -> tuple[list[GitObject], ObjectId]:
     """`message_commit` through the generic encoders (the reference the tests compare with)."""
@@ -348,6 +384,6 @@ def read_message(objects: ObjectStore, oid: ObjectId, commit: Commit | None = No
                          dict(body["headers"]), body["body"], len(data), trailers["Body-Hash"])
 
 
-__all__ = ["MESSAGE_TYPE", "KnownObject", "Place", "Presigned", "StoredMessage", "body_hash",
-           "check_message", "is_summary", "message_commit", "message_commit_generic",
-           "message_commit_parts", "message_event", "presign", "read_message"]
+__all__ = ["MESSAGE_TYPE", "KnownObject", "MessageSpec", "Place", "Presigned", "StoredMessage", "body_hash",
+           "build_messages", "check_commit_fields", "check_message", "is_summary", "message_commit",
+           "message_commit_generic", "message_commit_parts", "message_event", "presign", "read_message"]

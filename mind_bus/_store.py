@@ -27,13 +27,14 @@ import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from ledger_core import (
     Event,
     GitObject,
     ObjectId,
     ObjectStore,
+    PackedObjects,
     RefLock,
     RefName,
     RefStore,
@@ -45,13 +46,14 @@ from ledger_core._gitobj import validate_oid
 from ledger_core.errors import LedgerError, RefConflict, RefLocked
 from mind_bus._config import TopicConfig, shard_for_key
 from mind_bus._message import (
-    Place,
+    MessageSpec,
     Presigned,
     StoredMessage,
     body_hash,
+    build_messages,
+    check_commit_fields,
     check_message,
     is_summary,
-    message_commit_parts,
     message_event,
     read_message,
 )
@@ -126,16 +128,38 @@ class _TopicIndex:
 
 @dataclass
 class _Plan:
-    objects: list[GitObject] = field(default_factory=list)
+    parts: list[Sequence[GitObject]] = field(default_factory=list)  # each topic's objects
     moves: dict[RefName, tuple[ObjectId | None, ObjectId]] = field(default_factory=dict)
     topics: list[str] = field(default_factory=list)
+
+    @property
+    def objects(self) -> Sequence[GitObject]:
+        """Every part's objects as one sequence (`PackedObjects` when every part is one)."""
+        parts = [part for part in self.parts if part]
+        if len(parts) == 1:
+            return parts[0]
+        if parts and all(isinstance(part, PackedObjects) for part in parts):
+            return PackedObjects.concat(parts)  # type: ignore[arg-type]
+        return [obj for part in parts for obj in part]
+
+
+class MessageBuilder(Protocol):
+    """Builds a batch's message commits: `mind_bus.build_messages` does it in Python; the
+    daemon's bus writer injects a native one (`gatosd._bus_native`) when it is built."""
+
+    def seed(self, actor: str) -> bytes:
+        """The actor's 32-byte ed25519 seed. Raises `LedgerError` when there is none."""
+
+    def build(self, specs: list[MessageSpec]) -> tuple[list[ObjectId], Sequence[GitObject]] | None:
+        """What `build_messages(specs)` gives (the same ids and objects), or None to leave
+        the batch to it."""
 
 
 @dataclass
 class PlannedBatch:
     """A batch planned by `BusLog.plan_many`: write it with `BusLog.apply`, then answer."""
 
-    objects: list[GitObject]
+    objects: Sequence[GitObject]
     moves: dict[RefName, tuple[ObjectId | None, ObjectId]]
     results: list[PublishResult | LedgerError]
     topics: list[str]
@@ -161,13 +185,17 @@ class BusLog:
                  config_for: Callable[[str], TopicConfig] | None = None,
                  gate: BusGate | None = None, policy_root: Callable[[], str] | None = None,
                  exclusive: Exclusive | None = None,
-                 sign_bytes: Callable[[str, bytes], bytes] | None = None) -> None:
+                 sign_bytes: Callable[[str, bytes], bytes] | None = None,
+                 builder: MessageBuilder | None = None) -> None:
         self.objects = objects
         self.refs = refs
         self._sign = sign
         # (actor, canonical envelope) -> ed25519 signature: signs envelopes that came
         # checked and encoded but unsigned (`Presigned` with an empty signature).
         self._sign_bytes = sign_bytes
+        # Builds (and signs) the batch's commits; None: `build_messages`, signing with
+        # `sign_bytes` as each message is placed.
+        self._builder = builder
         self._clock = clock
         self._sleep = sleep
         self.config_for = config_for or (lambda _topic: TopicConfig())
@@ -390,15 +418,29 @@ class BusLog:
         if index is None or not index.trusted or index.heads.keys() != shard_refs.keys():
             index = self._index(topic, config, {s: self.refs.get(r) for s, r in shard_refs.items()})
         heads = dict(index.heads)
-        objects: list[GitObject] = []
-        batch_seen: dict[str, _Seen] = {}
+        specs: list[MessageSpec] = []
+        pending: list[tuple[int, str, str, int]] = []  # (request, ulid, digest, ms) per spec
+        in_batch: dict[str, int] = {}  # ulid -> its spec in this batch
+        repeats: list[tuple[int, int]] = []  # (request, spec): a ULID repeated in the batch
+        last: dict[int, int] = {}  # shard -> the spec of its newest message in this batch
+        builder = self._builder
+        seeds: dict[str, bytes] = {}
         # Keyless messages stick to one shard per batch (Kafka's sticky partitioner): one
         # ref update per batch instead of one per shard; the next batch takes the next shard.
         sticky, sticky_count = index.next_rr % config.shards, 0
         for i in indices:
             req = requests[i]
             digest, ms = checked[i]
-            known = batch_seen.get(req.ulid) or index.seen.get(req.ulid)
+            k = in_batch.get(req.ulid)
+            if k is not None:
+                if specs[k][16] != digest:
+                    results[i] = UlidConflict(
+                        f"ulid {req.ulid} is already on {topic} (shard {specs[k][8]}, position "
+                        f"{specs[k][9]}) with a different message")
+                else:
+                    repeats.append((i, k))
+                continue
+            known = index.seen.get(req.ulid)
             if known is not None:
                 if known.digest != digest:
                     results[i] = UlidConflict(
@@ -415,45 +457,55 @@ class BusLog:
                     sticky, sticky_count = (sticky + 1) % config.shards, 0
                 shard, sticky_count = sticky, sticky_count + 1
             pre = req.presigned
-            if pre is not None and pre.policy_root == policy_root and (
-                    pre.signature or self._sign_bytes is not None):
-                canonical, signature, cid = pre.canonical, pre.signature, pre.cid
-                if not signature:  # encoded ahead, signed here (the same bytes either way)
-                    try:
-                        signature = self._sign_bytes(req.publisher, canonical)  # type: ignore[misc]
-                    except LedgerError as exc:  # (no key for the actor): this message only
-                        results[i] = exc
-                        continue
-            else:  # not signed ahead, or under another policy root than the gate's: sign here
-                try:
+            seed: bytes | None = None
+            try:
+                check_commit_fields(req.publisher, topic, req.ulid)
+                if pre is not None and pre.policy_root == policy_root and (
+                        pre.signature or builder is not None or self._sign_bytes is not None):
+                    canonical, signature, cid = pre.canonical, pre.signature, pre.cid
+                    if not signature:  # encoded ahead, signed here (the same bytes either way)
+                        if builder is not None:  # by the builder, with the actor's seed
+                            seed = seeds.get(req.publisher)
+                            if seed is None:
+                                seed = seeds[req.publisher] = builder.seed(req.publisher)
+                        else:
+                            signature = self._sign_bytes(req.publisher, canonical)  # type: ignore[misc]
+                else:  # not signed ahead, or under another policy root than the gate's: sign here
                     signed = self._sign(message_event(
                         topic, req.payload, key=req.key, headers=req.headers, ulid=req.ulid,
                         publisher=req.publisher, policy_root=policy_root, checked=True, ms=ms))
-                except LedgerError as exc:
-                    results[i] = exc
-                    continue
-                canonical, signature, cid = signed.canonical, signed.signature, signed.cid
+                    canonical, signature, cid = signed.canonical, signed.signature, signed.cid
+            except LedgerError as exc:  # (no key for the actor, a bad name): this message only
+                results[i] = exc
+                continue
             head = heads[shard]
             size = len(canonical)
             segment, start, used = head.segment, head.segment_start, head.segment_bytes
-            count = head.position - start + 1 if head.oid is not None else 0
+            count = head.position - start + 1 if head.oid is not None or shard in last else 0
             if count >= config.segment_max_messages or (count and used + size > config.segment_max_bytes):
                 segment, start, used = segment + 1, head.position + 1, 0
-            place = Place(topic, shard, head.position + 1, segment, config.shard_map_version,
-                          start, used + size)
-            new, oid = message_commit_parts(canonical, signature, cid, req.publisher, req.ulid, ms // 1000,
-                                            place, head.oid, digest)
-            objects.extend(new)
-            heads[shard] = _Head(oid, place.position, segment, start, used + size)
-            batch_seen[req.ulid] = _Seen(shard, place.position, digest, ms, oid)
-            results[i] = PublishResult(topic, shard, place.position, req.ulid, oid, False)
+            chain = last.get(shard, -1)
+            in_batch[req.ulid] = last[shard] = len(specs)
+            specs.append((canonical, signature, seed, cid, req.publisher, req.ulid, ms // 1000, topic, shard,
+                          head.position + 1, segment, start, used + size, config.shard_map_version,
+                          head.oid if chain < 0 else None, chain, digest))
+            pending.append((i, req.ulid, digest, ms))
+            heads[shard] = _Head(None, head.position + 1, segment, start, used + size)
+        built = builder.build(specs) if builder is not None and specs else None
+        oids, objects = built if built is not None else build_messages(specs)
+        for shard, k in last.items():
+            heads[shard].oid = oids[k]
+        for (i, ulid, digest, ms), spec, oid in zip(pending, specs, oids, strict=True):
+            index.seen[ulid] = _Seen(spec[8], spec[9], digest, ms, oid)
+            results[i] = PublishResult(topic, spec[8], spec[9], ulid, oid, False)
+        for i, k in repeats:
+            results[i] = PublishResult(topic, specs[k][8], specs[k][9], specs[k][5], oids[k], True)
         for shard, head in heads.items():
             if head.oid != index.heads[shard].oid:
                 plan.moves[shard_refs[shard]] = (index.heads[shard].oid, head.oid)  # type: ignore[assignment]
-        plan.objects.extend(objects)
+        plan.parts.append(objects)
         plan.topics.append(topic)
         index.heads = heads
-        index.seen.update(batch_seen)
         if sticky_count:
             index.next_rr = sticky + 1
 
@@ -555,4 +607,5 @@ class BusLog:
         self._listed.pop(topic, None)
 
 
-__all__ = ["BusGate", "BusLog", "Exclusive", "PlannedBatch", "PublishRequest", "PublishResult", "Signer"]
+__all__ = ["BusGate", "BusLog", "Exclusive", "MessageBuilder", "PlannedBatch", "PublishRequest",
+           "PublishResult", "Signer"]

@@ -5,6 +5,7 @@
 //! (a walk that ends early, an event count short of the batch), after which Python
 //! continues on its own path. It never raises for bad data: the Python path does.
 
+mod buspack;
 mod cbor;
 mod journal;
 mod luatext;
@@ -395,6 +396,8 @@ fn gatos_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Packs>()?;
     m.add_function(wrap_pyfunction!(merge, m)?)?;
     m.add_function(wrap_pyfunction!(merge_keys, m)?)?;
-    m.add("ABI", 2)?;
+    m.add_function(wrap_pyfunction!(buspack::messages, m)?)?;
+    m.add_function(wrap_pyfunction!(buspack::assemble, m)?)?;
+    m.add("ABI", 3)?;
     Ok(())
 }
