@@ -70,6 +70,57 @@ class _Request:
         await self._conn.send({**frame, "id": self.request_id})
 
 
+class _IdleWatch:
+    """Reads that time out after `interval` seconds without data, on one timer.
+
+    The timer is set once and, when it fires, moved to `interval` after the last read
+    that returned data; only a read still waiting past that point is cancelled (and
+    raises `TimeoutError`), as `asyncio.timeout` around each read would, for one timer
+    per interval instead of one per read.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, interval: float) -> None:
+        self.loop = loop
+        self.interval = interval
+        self.active_at = loop.time()
+        self._waiting: asyncio.Task[Any] | None = None  # the task in a read, if any
+        self._fired = False
+        self._timer: asyncio.TimerHandle | None = loop.call_at(self.active_at + interval, self._check)
+
+    def _check(self) -> None:
+        now = self.loop.time()
+        due = self.active_at + self.interval
+        if due <= now:
+            if self._waiting is not None:  # silent for a whole interval: time its read out
+                self._fired = True
+                self._waiting.cancel()
+            due = now + self.interval  # (not reading: busy with what it read; look again later)
+        self._timer = self.loop.call_at(due, self._check)
+
+    async def read(self, reader: asyncio.StreamReader) -> bytes:
+        task = asyncio.current_task()
+        assert task is not None
+        self._waiting = task
+        try:
+            data = await reader.read(65536)
+        except asyncio.CancelledError:
+            if not self._fired:
+                raise
+            self._fired = False
+            if task.uncancel() == 0:
+                raise TimeoutError from None
+            raise  # cancelled from elsewhere too
+        finally:
+            self._waiting = None
+        self.active_at = self.loop.time()
+        return data
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
 class Connection:
     def __init__(self, server: Server, reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter, *, token: str | None) -> None:
@@ -149,40 +200,47 @@ class Connection:
         # `line_timeout` bounds a whole line, not each read: a client trickling one byte
         # at a time must not hold a connection (and its buffer) forever.
         line_deadline: float | None = None
-        while not self.server.stopping:
-            if self.framer.in_line:
-                if line_deadline is None:
-                    line_deadline = loop.time() + limits.line_timeout
-                wait = max(0.0, line_deadline - loop.time())
-            else:
-                line_deadline = None
-                wait = limits.ping_interval
-            try:
-                async with asyncio.timeout(wait):  # no task per read, unlike wait_for
-                    data = await self.reader.read(65536)
-            except TimeoutError:
-                if self.framer.in_line:
-                    await self.send({"ok": False, "id": None, "error": timeout(
-                        f"a line stayed incomplete for {limits.line_timeout:g}s").to_wire()})
-                    return
-                if pinged:
-                    return  # silent through a whole ping interval: gone
-                await self.send({"kind": "ping"})
-                pinged = True
-                continue
-            except (ConnectionError, OSError):
-                return
-            if not data:
-                return
-            pinged = False
-            if b"\n" in data:
-                line_deadline = None  # the partial line now held (if any) started in `data`
-            for item in self.framer.feed(data):
-                if isinstance(item, LineError):
-                    await self.send({"ok": False, "id": item.id, "error": item.error.to_wire()})
+        idle = _IdleWatch(loop, limits.ping_interval)
+        try:
+            while not self.server.stopping:
+                try:
+                    if self.framer.in_line:  # (rare) a partial line: its deadline, per read
+                        if line_deadline is None:
+                            line_deadline = loop.time() + limits.line_timeout
+                        async with asyncio.timeout(max(0.0, line_deadline - loop.time())):
+                            data = await self.reader.read(65536)
+                        idle.active_at = loop.time()
+                    else:
+                        line_deadline = None
+                        # One timer for the connection, moved only when it fires, instead
+                        # of a timeout scheduled and cancelled around every read: a
+                        # publisher reads once per message (about 4 us each, measured).
+                        data = await idle.read(self.reader)
+                except TimeoutError:
+                    if self.framer.in_line:
+                        await self.send({"ok": False, "id": None, "error": timeout(
+                            f"a line stayed incomplete for {limits.line_timeout:g}s").to_wire()})
+                        return
+                    if pinged:
+                        return  # silent through a whole ping interval: gone
+                    await self.send({"kind": "ping"})
+                    pinged = True
                     continue
-                if not await self._accept(item):
+                except (ConnectionError, OSError):
                     return
+                if not data:
+                    return
+                pinged = False
+                if b"\n" in data:
+                    line_deadline = None  # the partial line now held (if any) started in `data`
+                for item in self.framer.feed(data):
+                    if isinstance(item, LineError):
+                        await self.send({"ok": False, "id": item.id, "error": item.error.to_wire()})
+                        continue
+                    if not await self._accept(item):
+                        return
+        finally:
+            idle.close()
 
     async def _accept(self, frame: dict[str, Any]) -> bool:
         """Route one parsed frame. Returns False when the connection must close."""

@@ -118,9 +118,12 @@ class FileRefStore(RefStore):
         cached = self._loose_cache.get(name)
         if cached is not None and cached[0] == stamp:
             return cached[1]
-        try:
-            with open(path, "rb") as handle:
-                text = handle.read().decode("ascii", "replace").strip()
+        try:  # (os.open, not open(): no buffered file object, no isatty and seek calls)
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                text = os.read(fd, 4096).decode("ascii", "replace").strip()
+            finally:
+                os.close(fd)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
         except OSError as exc:
