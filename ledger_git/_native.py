@@ -3,7 +3,8 @@ as the Git adapter and the bus writer use it: pack assembly and bus message buil
 
 Everything it does here gives the same bytes as the Python path (tests/integration/
 test_native_bus.py); it only saves CPU. `GATOS_NATIVE=0` turns it off, as for the
-fold's pack reader (`echo_fold._native`, which owns the ABI number).
+fold's pack reader (`echo_fold._native`). Both check the module's `ABI`: change them
+together with `native/src/lib.rs`.
 """
 
 from __future__ import annotations

@@ -66,6 +66,7 @@ Signer = Callable[[Event], SignedEvent]
 Exclusive = Callable[[str], AbstractContextManager[object]]
 """`exclusive(topic)`: a context in which no other bus writer writes the topic."""
 LOCK_TRIES = 200
+_ULID, _SHARD, _POSITION, _DIGEST = 5, 8, 9, 16  # fields of a `MessageSpec`
 STICKY_MAX = 256  # keyless messages of one batch written to one shard before the next
 
 
@@ -419,12 +420,11 @@ class BusLog:
             index = self._index(topic, config, {s: self.refs.get(r) for s, r in shard_refs.items()})
         heads = dict(index.heads)
         specs: list[MessageSpec] = []
-        pending: list[tuple[int, str, str, int]] = []  # (request, ulid, digest, ms) per spec
+        pending: list[tuple[int, int]] = []  # (request, ULID milliseconds) per spec
         in_batch: dict[str, int] = {}  # ulid -> its spec in this batch
         repeats: list[tuple[int, int]] = []  # (request, spec): a ULID repeated in the batch
         last: dict[int, int] = {}  # shard -> the spec of its newest message in this batch
         builder = self._builder
-        seeds: dict[str, bytes] = {}
         # Keyless messages stick to one shard per batch (Kafka's sticky partitioner): one
         # ref update per batch instead of one per shard; the next batch takes the next shard.
         sticky, sticky_count = index.next_rr % config.shards, 0
@@ -433,10 +433,10 @@ class BusLog:
             digest, ms = checked[i]
             k = in_batch.get(req.ulid)
             if k is not None:
-                if specs[k][16] != digest:
+                if specs[k][_DIGEST] != digest:
                     results[i] = UlidConflict(
-                        f"ulid {req.ulid} is already on {topic} (shard {specs[k][8]}, position "
-                        f"{specs[k][9]}) with a different message")
+                        f"ulid {req.ulid} is already on {topic} (shard {specs[k][_SHARD]}, position "
+                        f"{specs[k][_POSITION]}) with a different message")
                 else:
                     repeats.append((i, k))
                 continue
@@ -465,9 +465,7 @@ class BusLog:
                     canonical, signature, cid = pre.canonical, pre.signature, pre.cid
                     if not signature:  # encoded ahead, signed here (the same bytes either way)
                         if builder is not None:  # by the builder, with the actor's seed
-                            seed = seeds.get(req.publisher)
-                            if seed is None:
-                                seed = seeds[req.publisher] = builder.seed(req.publisher)
+                            seed = builder.seed(req.publisher)
                         else:
                             signature = self._sign_bytes(req.publisher, canonical)  # type: ignore[misc]
                 else:  # not signed ahead, or under another policy root than the gate's: sign here
@@ -489,17 +487,18 @@ class BusLog:
             specs.append((canonical, signature, seed, cid, req.publisher, req.ulid, ms // 1000, topic, shard,
                           head.position + 1, segment, start, used + size, config.shard_map_version,
                           head.oid if chain < 0 else None, chain, digest))
-            pending.append((i, req.ulid, digest, ms))
+            pending.append((i, ms))
             heads[shard] = _Head(None, head.position + 1, segment, start, used + size)
         built = builder.build(specs) if builder is not None and specs else None
         oids, objects = built if built is not None else build_messages(specs)
         for shard, k in last.items():
             heads[shard].oid = oids[k]
-        for (i, ulid, digest, ms), spec, oid in zip(pending, specs, oids, strict=True):
-            index.seen[ulid] = _Seen(spec[8], spec[9], digest, ms, oid)
-            results[i] = PublishResult(topic, spec[8], spec[9], ulid, oid, False)
+        for (i, ms), spec, oid in zip(pending, specs, oids, strict=True):
+            index.seen[spec[_ULID]] = _Seen(spec[_SHARD], spec[_POSITION], spec[_DIGEST], ms, oid)
+            results[i] = PublishResult(topic, spec[_SHARD], spec[_POSITION], spec[_ULID], oid, False)
         for i, k in repeats:
-            results[i] = PublishResult(topic, specs[k][8], specs[k][9], specs[k][5], oids[k], True)
+            spec = specs[k]
+            results[i] = PublishResult(topic, spec[_SHARD], spec[_POSITION], spec[_ULID], oids[k], True)
         for shard, head in heads.items():
             if head.oid != index.heads[shard].oid:
                 plan.moves[shard_refs[shard]] = (index.heads[shard].oid, head.oid)  # type: ignore[assignment]

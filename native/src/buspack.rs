@@ -18,7 +18,8 @@ const TREE: u8 = 2;
 const BLOB: u8 = 3;
 const STORED_MAX: usize = 0xFFFF;
 
-fn git_hash(kind: &str, data: &[u8]) -> [u8; 20] {
+/// The Git object id of `data` stored as `kind`.
+pub fn git_hash(kind: &str, data: &[u8]) -> [u8; 20] {
     let mut h = Sha1::new();
     h.update(kind.as_bytes());
     h.update(b" ");

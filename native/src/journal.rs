@@ -6,7 +6,6 @@
 //! commit (and the rest of the chain) its own way. A commit is used only when its
 //! bytes hash (SHA-1 with the Git header) to the id it was reached by.
 
-use sha1::{Digest, Sha1};
 
 use crate::packs::{Hint, Store, COMMIT};
 
@@ -123,10 +122,7 @@ pub fn parse(data: &[u8]) -> Option<Commit<'_>> {
 /// A commit's bytes from the packs, only when they hash to `key`.
 pub fn read_commit(store: &Store, key: &[u8; 20], hint: &mut Hint) -> Option<Vec<u8>> {
     let body = store.read(key, COMMIT, hint)?;
-    let mut h = Sha1::new();
-    h.update(format!("commit {}\0", body.len()).as_bytes());
-    h.update(&body);
-    if h.finalize().as_slice() != key {
+    if &crate::buspack::git_hash("commit", &body) != key {
         return None;
     }
     Some(body)
