@@ -22,7 +22,7 @@ try:
 except ImportError:  # not built on this machine: the pure path does everything
     _module = None
 
-ABI = 3
+ABI = 4
 
 
 def available() -> bool:

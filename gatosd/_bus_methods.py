@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from gatosd._bus_native import native_envelope
 from gatosd._bus_writer import BusWriter, ConfigLoader, error_of
 from gatosd._clock import new_ulid
 from gatosd._group_commit import GroupCommitter
@@ -111,6 +112,7 @@ class BusMethods:
         self.committer = committer
         self.server = server
         self.writer = BusWriter(front.repo.git_dir, durable=durable)
+        self._envelope = native_envelope()  # None: presign encodes in Python
         self.topics: dict[str, _Topic] = {}
         self.groups: dict[tuple[str, str], _Group] = {}
         self.subscriptions: dict[tuple[int, Any], asyncio.Event] = {}
@@ -181,7 +183,8 @@ class BusMethods:
         front.signing_key(actor)  # an actor without a node-held key is refused here, not in a batch
         pre = presign(front.signing_key, front.max_event_bytes, topic, payload, key=key,
                       headers=headers, ulid=ulid, publisher=actor,
-                      policy_root=self.writer.policy_root or front.policy_root, ms=ms, sign=False)
+                      policy_root=self.writer.policy_root or front.policy_root, ms=ms, sign=False,
+                      envelope=self._envelope)
         raw = await self.writer.submit(("pub", topic, payload, key, headers, ulid, actor, pre))
         error = error_of(raw)
         if error is not None:

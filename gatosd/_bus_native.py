@@ -1,5 +1,6 @@
-"""The bus writer's native message builder: `gatos_native.messages` behind
-`mind_bus.MessageBuilder`.
+"""The bus's native parts: the writer's message builder (`gatos_native.messages` behind
+`mind_bus.MessageBuilder`) and the daemon's envelope encoder (`gatos_native.envelope`
+behind `mind_bus.EnvelopeEncoder`).
 
 For every message of a batch the writer signs the envelope (ed25519), hashes the four
 objects of its commit and encodes them as pack entries; in Python that is about 45 us
@@ -18,7 +19,7 @@ from typing import Any
 from ledger_core import EVENT_FILE, SIG_FILE, GitObject, ObjectId, PackedObjects, SigningKey
 from ledger_core._gitobj import MODE_BLOB
 from ledger_git._native import native_module
-from mind_bus import MESSAGE_TYPE, MessageSpec
+from mind_bus import MESSAGE_TYPE, EnvelopeEncoder, MessageSpec
 
 _PREFIX = (f"{MODE_BLOB} {EVENT_FILE}\0".encode(), f"{MODE_BLOB} {SIG_FILE}\0".encode(), MESSAGE_TYPE)
 
@@ -46,3 +47,15 @@ def native_builder(key_for: Callable[[str], SigningKey], store_below: int) -> Na
     """The native builder when `gatos_native` is built (and not turned off); else None."""
     module = native_module()
     return None if module is None else NativeMessageBuilder(module, key_for, store_below)
+
+
+def native_envelope() -> EnvelopeEncoder | None:
+    """`gatos_native.envelope` when built (and not turned off); else None.
+
+    It does on the daemon's loop what `mind_bus.presign` does in Python for every
+    publish (the payload's canonical CBOR, the body hash, the envelope and its
+    Event-CID): about 3 us instead of 12 measured, with the same bytes
+    (tests/integration/test_native_bus.py).
+    """
+    module = native_module()
+    return None if module is None else module.envelope  # type: ignore[no-any-return]

@@ -17,7 +17,7 @@ try:
 except ImportError:  # not built here: the Python path does everything
     _module = None
 
-ABI = 3
+ABI = 4
 
 
 def native_module() -> Any | None:

@@ -15,6 +15,7 @@ from mind_bus._config import CONFIG_DIR, TopicConfig, config_path, shard_for_key
 from mind_bus._groups import GroupState, Pending, Take
 from mind_bus._message import (
     MESSAGE_TYPE,
+    EnvelopeEncoder,
     MessageSpec,
     Place,
     Presigned,
@@ -78,6 +79,7 @@ __all__ = [
     "DLQ_PREFIX",
     "MBUS_PREFIX",
     "MESSAGE_TYPE",
+    "EnvelopeEncoder",
     "OFFSETS_FILE",
     "SUMMARY_FILE",
     "AckLog",

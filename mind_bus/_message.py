@@ -189,13 +189,23 @@ def _checked_cbor(value: Any, what: str) -> bytes:
     return encode_checked(value)
 
 
+EnvelopeEncoder = Callable[[str, Any, "str | None", "dict[str, str] | None", str, str, str, str, str],
+                          "tuple[str, bytes, str] | None"]
+"""`(message_type, payload, key, headers, topic, ulid, publisher, policy_root, ts)` to
+`(digest, canonical, cid)` as `presign` computes them, or None to leave the message to
+Python (`gatos_native.envelope`: the same bytes for the plain data model, None for
+anything else, so every error is still Python's). `key` and `headers` come checked."""
+
+
 def presign(key_for: Callable[[str], SigningKey], max_bytes: int, topic: str, payload: Any, *,
             key: str | None, headers: dict[str, str] | None, ulid: str, publisher: str,
-            policy_root: str, ms: int | None = None, sign: bool = True) -> Presigned:
+            policy_root: str, ms: int | None = None, sign: bool = True,
+            envelope: EnvelopeEncoder | None = None) -> Presigned:
     """Check a message and sign its envelope, as the writer would (`key_for(actor)`: the
     node-held key; `max_bytes`: the node's event size limit; `ms`: the ULID's
     milliseconds when the caller has them; `sign=False`: leave the signature to the
-    writer, see `Presigned`).
+    writer, see `Presigned`; `envelope`: a native encoder of the same bytes, see
+    `EnvelopeEncoder`).
 
     The payload is checked and encoded once; the canonical bytes of the body map
     (`Body-Hash`) and of the envelope are put together around it, field by field in
@@ -219,6 +229,15 @@ def presign(key_for: Callable[[str], SigningKey], max_bytes: int, topic: str, pa
         enc_headers = _EMPTY_MAP
     else:
         raise InvalidMessage(f"`headers` must map strings to strings (at most {MAX_HEADERS})")
+    ts = format_timestamp_ms(ulid_ms(ulid) if ms is None else ms)
+    if envelope is not None:
+        got = envelope(MESSAGE_TYPE, payload, key, headers or None, topic, ulid, publisher, policy_root, ts)
+        if got is not None:
+            digest, canonical, cid = got
+            if len(canonical) > max_bytes:
+                raise TooLarge(f"event is {len(canonical)} bytes encoded; the limit is {max_bytes}")
+            signature = key_for(publisher).sign(canonical) if sign else b""
+            return Presigned(digest, canonical, signature, cid, policy_root)
     enc_body = _checked_cbor(payload, "payload")
     if key is None:
         enc_key = _NULL
@@ -229,7 +248,6 @@ def presign(key_for: Callable[[str], SigningKey], max_bytes: int, topic: str, pa
             raise InvalidMessage("the key is not a canonical value: it holds a lone surrogate") from None
     key_body = _K_KEY + enc_key + _K_BODY + enc_body
     digest = blake3_hex(b"\xa3" + key_body + _K_HEADERS + enc_headers)
-    ts = format_timestamp_ms(ulid_ms(ulid) if ms is None else ms)
     canonical = b"".join((
         _ENV_HEAD, _text(ts), _ENV_TYPE, _text(ulid), _ENV_ACTOR, _text(publisher), _ENV_PAYLOAD,
         b"\xa4", key_body, _K_TOPIC, _text(topic), _K_HEADERS, enc_headers,
@@ -384,6 +402,7 @@ def read_message(objects: ObjectStore, oid: ObjectId, commit: Commit | None = No
                          dict(body["headers"]), body["body"], len(data), trailers["Body-Hash"])
 
 
-__all__ = ["MESSAGE_TYPE", "KnownObject", "MessageSpec", "Place", "Presigned", "StoredMessage", "body_hash",
+__all__ = ["MESSAGE_TYPE", "EnvelopeEncoder", "KnownObject", "MessageSpec", "Place", "Presigned",
+           "StoredMessage", "body_hash",
            "build_messages", "check_commit_fields", "check_message", "is_summary", "message_commit",
            "message_commit_generic", "message_commit_parts", "message_event", "presign", "read_message"]

@@ -7,6 +7,7 @@
 
 mod buspack;
 mod cbor;
+mod envelope;
 mod journal;
 mod luatext;
 mod packs;
@@ -398,6 +399,7 @@ fn gatos_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(merge_keys, m)?)?;
     m.add_function(wrap_pyfunction!(buspack::messages, m)?)?;
     m.add_function(wrap_pyfunction!(buspack::assemble, m)?)?;
-    m.add("ABI", 3)?;
+    m.add_function(wrap_pyfunction!(envelope::envelope, m)?)?;
+    m.add("ABI", 4)?;
     Ok(())
 }

@@ -13,9 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from gatosd._bus_native import NativeMessageBuilder, native_builder
+from gatosd._bus_native import NativeMessageBuilder, native_builder, native_envelope
 from ledger_core import GitObject, PackedObjects, SigningKey, encode_ulid, sign_event
+from ledger_core.errors import LedgerError
 from ledger_core.memory import MemoryObjectStore
 from ledger_git import open_repository
 from ledger_git._native import native_module
@@ -160,3 +163,60 @@ def test_two_repositories_fed_alike_through_each_path_hold_the_same_refs(tmp_pat
     for path in paths:
         git(path, "fsck", "--strict")
     assert [m.payload for m in logs[1].read("t", 0)] == [m.payload for m in logs[0].read("t", 0)]
+
+
+def _deep(levels: int) -> list[object]:
+    value: list[object] = [0]
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+# Values the native encoder takes (the plain data model) and values it must leave to
+# Python (floats, subclasses, integers beyond 64 bits, lone surrogates, deep nesting).
+_plain = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**64), 2**64 - 1) | st.text() | st.binary(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.tuples(inner, inner)
+    | st.dictionaries(st.text(max_size=30), inner, max_size=4),
+    max_leaves=12)
+_odd = (st.floats(allow_nan=False) | st.integers(2**64, 2**70) | st.integers(-(2**70), -(2**64) - 1)
+        | st.just("a\ud800b") | st.just({"k": 1.5}) | st.just({1: "int key"}) | st.just(True.__class__)
+        | st.just(_deep(70)))
+
+
+def _presigned(payload: object, key: str | None, headers: dict[str, str] | None,
+               envelope: object) -> object:
+    try:
+        pre = presign(KEYS.__getitem__, 1 << 20, "a/b", payload, key=key, headers=headers,
+                      ulid="01J00000000000000000000001", publisher="user:a", policy_root="ab" * 20,
+                      envelope=envelope)  # type: ignore[arg-type]
+    except LedgerError as exc:  # InvalidMessage, TooLarge
+        return (type(exc), str(exc))
+    return (pre.digest, pre.canonical, pre.signature, pre.cid, pre.policy_root)
+
+
+@given(payload=_plain | _odd | st.lists(_odd, max_size=2), key=st.none() | st.text(min_size=1, max_size=40),
+       headers=st.none() | st.dictionaries(st.text(max_size=30), st.text(max_size=30), max_size=3))
+@settings(max_examples=400, deadline=None)
+def test_native_envelope_gives_the_python_bytes_or_leaves_it_to_python(
+        payload: object, key: str | None, headers: dict[str, str] | None) -> None:
+    """Same digest, envelope, CID and signature, or the same error, with and without it."""
+    envelope = native_envelope()
+    assert envelope is not None
+    assert _presigned(payload, key, headers, envelope) == _presigned(payload, key, headers, None)
+
+
+def test_native_envelope_answers_none_for_what_it_does_not_encode() -> None:
+    envelope = native_envelope()
+    assert envelope is not None
+    args = ("gmb.message", None, None, "a/b", "01J00000000000000000000001", "user:a", "ab" * 20,
+            "2026-01-01T00:00:00.000Z")
+
+    class Text(str):
+        pass
+
+    for odd in (1.5, 2**64, -(2**64) - 1, "\ud800", Text("x"), {1: 2}, {"k": {1, 2}}, object(),
+                _deep(66)):
+        assert envelope(args[0], odd, *args[1:]) is None, odd
+    assert envelope(args[0], 2**64 - 1, *args[1:]) is not None
+    assert envelope(args[0], -(2**64), *args[1:]) is None  # in range, beyond i64: left to Python too
