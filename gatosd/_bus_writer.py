@@ -196,7 +196,7 @@ def _serve(repo: str, durable: bool, ops_in: Connection, conn: Connection) -> No
             except Exception as exc:  # reported to every caller of the batch
                 out = [("STORAGE", f"bus writer failed: {exc}", None)] * len(ops)
             conn.send((node.policy.policy_root, out))  # the root the daemon signs under next
-            maintainer.after_write()
+            maintainer.after_write(busy=ops_in.poll())  # upkeep when nothing waits, if it can
             if last:
                 return
     finally:

@@ -68,13 +68,23 @@ class PackMaintainer:
         self._reap()
         return self._proc is not None
 
-    def after_write(self) -> None:
-        """Call after each batch the store wrote: merge or repack when it is time."""
+    def after_write(self, *, busy: bool = False) -> None:
+        """Call after each batch the store wrote: merge or repack when it is time.
+
+        `busy`: more work is waiting, so upkeep that is due waits for a call that is not
+        busy, unless twice as many small packs as `merge_every` piled up meanwhile: a
+        writer that is never idle still merges, and one that is idle now and then
+        merges (about a millisecond) or starts `git repack` (a fork) off its callers'
+        path.
+        """
         self.pending += self.store.packs_written - self._seen
         self._seen = self.store.packs_written
+        small = len(self.store.small_packs)
+        if busy and small < 2 * self.merge_every:
+            return
         if self.repacking:
             return
-        if len(self.store.small_packs) >= self.merge_every:
+        if small >= self.merge_every:
             self._merge()
         elif self.pending >= self.repack_every and not self._disabled:
             self._start_repack()

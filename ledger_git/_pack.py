@@ -163,25 +163,33 @@ def _write_file(directory: str, final: str, data: bytes, durable: bool) -> None:
         raise
 
 
-def _write_pack_file(directory: str, final: str, data: bytes, durable: bool) -> None:
-    """Write the `.pack` straight under its final name (one rename less per pack).
+def _write_pack_file(directory: str, final: str, data: bytes, durable: bool, index: str) -> bool:
+    """Write the `.pack` straight under its final name (one rename less per pack); False
+    when the pack and its `index` are there already (the same bytes: nothing to do).
 
     Git and libgit2 find packs by their `.idx`, which is renamed into place only after
     the `.pack` is complete, so a `.pack` being written (or left by a crash) is never
-    read. If the name exists (a leftover, or another writer of the same bytes), it is
-    replaced through a temp file instead.
+    read. If the name exists without its index (a leftover, or another writer of the
+    same bytes), it is replaced through a temp file instead. The index is looked for
+    only then: no `stat` per pack.
     """
     try:
         fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
-    except (FileExistsError, FileNotFoundError):  # (a folder gone is made again there)
+    except FileExistsError:
+        if os.path.exists(index):
+            return False
         _write_file(directory, final, data, durable)
-        return
+        return True
+    except FileNotFoundError:  # the folder went away since it was made: made again there
+        _write_file(directory, final, data, durable)
+        return True
     try:
         _write_all(fd, data, durable)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(final)
         raise
+    return True
 
 
 def write_pack(objects_dir: str, objects: Sequence[GitObject], *, durable: bool = False,
@@ -200,8 +208,7 @@ def write_pack_entries(objects_dir: str, entries: Sequence[PackEntry] | Sequence
         os.makedirs(pack_dir, exist_ok=True)
         _pack_dirs.add(pack_dir)
     base = os.path.join(pack_dir, f"pack-{name}")
-    if not os.path.exists(base + ".idx"):
-        _write_pack_file(pack_dir, base + ".pack", pack, durable)
+    if _write_pack_file(pack_dir, base + ".pack", pack, durable, base + ".idx"):
         _write_file(pack_dir, base + ".idx", idx, durable)
         if durable:
             dir_fd = os.open(pack_dir, os.O_RDONLY)

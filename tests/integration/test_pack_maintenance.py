@@ -47,6 +47,52 @@ def test_small_packs_are_merged_and_every_object_stays_readable(tmp_path: Path) 
     git(tmp_path, "verify-pack", *[str(tmp_path / ".git/objects/pack" / p) for p in _packs(tmp_path)])
 
 
+def test_busy_upkeep_waits_for_an_idle_call_but_not_forever(tmp_path: Path) -> None:
+    """`after_write(busy=True)` leaves a due merge to the next idle call, unless twice
+    `merge_every` small packs piled up; nothing written is ever unreadable meanwhile."""
+    pygit2.init_repository(str(tmp_path))
+    store = _store(tmp_path)
+    maintainer = PackMaintainer(store, str(tmp_path / ".git"), merge_every=4, repack_every=10_000)
+    written: list[GitObject] = []
+    for batch in range(7):
+        objs = _blobs(batch)
+        store.write_many(objs)
+        written += objs
+        maintainer.after_write(busy=True)
+    assert maintainer.merges == 0 and len(_packs(tmp_path)) == 7  # due since the 4th, deferred
+    maintainer.after_write()  # idle: merges now
+    assert maintainer.merges == 1 and len(_packs(tmp_path)) == 1
+    for batch in range(7, 15):
+        objs = _blobs(batch)
+        store.write_many(objs)
+        written += objs
+        maintainer.after_write(busy=True)
+    assert maintainer.merges == 2  # 8 = 2 x merge_every small packs: merged though busy
+    assert len(_packs(tmp_path)) == 2
+    fresh = pygit2.Repository(str(tmp_path))
+    for obj in written:
+        assert fresh.odb.read(obj.oid)[1] == obj.data
+    git(tmp_path, "fsck", "--strict")
+
+
+def test_the_same_pack_written_twice_is_written_once(tmp_path: Path) -> None:
+    """A pack already there with its index is not written again (same bytes, same name)."""
+    from ledger_git._pack import pack_entries, write_pack_entries
+
+    pygit2.init_repository(str(tmp_path))
+    objects_dir = str(tmp_path / ".git" / "objects")
+    entries = pack_entries(_blobs(0))
+    name = write_pack_entries(objects_dir, entries)
+    pack = tmp_path / ".git" / "objects" / "pack" / f"pack-{name}.pack"
+    before = (pack.stat().st_ino, (pack.with_suffix(".idx")).stat().st_ino)
+    assert write_pack_entries(objects_dir, entries) == name
+    assert (pack.stat().st_ino, (pack.with_suffix(".idx")).stat().st_ino) == before
+    pack.with_suffix(".idx").unlink()  # a pack left without its index (a crash): written again
+    assert write_pack_entries(objects_dir, entries) == name
+    assert pack.with_suffix(".idx").exists() and pack.stat().st_ino != before[0]
+    git(tmp_path, "verify-pack", str(pack.with_suffix(".idx")))
+
+
 def test_geometric_repack_bounds_the_pack_count(tmp_path: Path) -> None:
     """With merging off, git repack --geometric keeps the pack count far below the batch count."""
     pygit2.init_repository(str(tmp_path))
