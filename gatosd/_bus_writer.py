@@ -141,7 +141,7 @@ def _serve(repo: str, durable: bool, ops_in: Connection, conn: Connection) -> No
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     from gatosd.node import Node
-    from ledger_git import PackMaintainer
+    from ledger_git import PackMaintainer, SpareFiles
 
     node = Node.open(repo, durable=durable)
     hold_bus_flock(node.repo.git_dir, START_TIMEOUT)  # held until this process ends
@@ -158,6 +158,12 @@ def _serve(repo: str, durable: bool, ops_in: Connection, conn: Connection) -> No
     # compression costs a twentieth of deflating them (see ledger_git._deflate).
     node.repo.objects.store_below = STORE_BELOW
     maintainer = PackMaintainer(node.repo.objects, node.repo.git_dir)
+    # The pack and index files of the next batch are made while the process is idle
+    # (see ledger_git._spares); under the flock it is their folder's only user.
+    spares = SpareFiles(os.path.join(node.repo.objects.objects_dir, "pack"))
+    spares.remove_leftovers()
+    spares.fill()
+    node.repo.objects.spares = spares
     configs = ConfigLoader(node.repo.repo.workdir or node.repo.git_dir)
     allowed: set[tuple[str, str, str]] = set()  # this batch's allowed, unaudited decisions
 
@@ -196,10 +202,13 @@ def _serve(repo: str, durable: bool, ops_in: Connection, conn: Connection) -> No
             except Exception as exc:  # reported to every caller of the batch
                 out = [("STORAGE", f"bus writer failed: {exc}", None)] * len(ops)
             conn.send((node.policy.policy_root, out))  # the root the daemon signs under next
+            if not ops_in.poll():  # idle: the next batch's files now, not while it waits
+                spares.fill()
             maintainer.after_write(busy=ops_in.poll())  # upkeep when nothing waits, if it can
             if last:
                 return
     finally:
+        spares.close()
         maintainer.close()
 
 

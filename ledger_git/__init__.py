@@ -8,6 +8,7 @@ from ledger_git._objects import PACK_THRESHOLD, GitObjectStore
 from ledger_git._pack import PackEntry, assemble_pack, build_pack, pack_entries, write_pack
 from ledger_git._refs import FileRefStore
 from ledger_git._repo import GitRepository, init_repository, open_repository
+from ledger_git._spares import SpareFiles
 from ledger_git.errors import NotARepository, map_git_errors
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "NotARepository",
     "PackEntry",
     "PackMaintainer",
+    "SpareFiles",
     "assemble_pack",
     "build_pack",
     "init_repository",

@@ -13,6 +13,7 @@ from ledger_core import GitObject, ObjectId, ObjectStore, PackedObjects
 from ledger_core.errors import CorruptObject, NotFound
 from ledger_git._deflate import STORE_BELOW, compress
 from ledger_git._pack import PackEntry, pack_entries, write_pack_entries
+from ledger_git._spares import SpareFiles
 from ledger_git.errors import map_git_errors
 
 _TO_GIT = {"blob": ObjectType.BLOB, "tree": ObjectType.TREE, "commit": ObjectType.COMMIT}
@@ -42,6 +43,9 @@ class GitObjectStore(ObjectStore):
         # (name and entries) in `small_packs` so it can merge them without reading back.
         self.remember_small: int = 0
         self.small_packs: list[tuple[str, list[PackEntry]]] = []
+        # Files made ahead for the next packs (`SpareFiles`), set by a writer that fills
+        # them while it is idle; None: every pack creates its files.
+        self.spares: SpareFiles | None = None
 
     def write_many(self, objects: Sequence[GitObject]) -> None:
         with map_git_errors("writing objects"):
@@ -50,7 +54,7 @@ class GitObjectStore(ObjectStore):
                     entries: list[PackEntry] = objects.entries  # type: ignore[assignment]
                 else:
                     entries = pack_entries(objects, store_below=self.store_below)
-                name = write_pack_entries(self.objects_dir, entries, durable=self.durable)
+                name = write_pack_entries(self.objects_dir, entries, durable=self.durable, spares=self.spares)
                 self.packs_written += 1
                 if len(entries) <= self.remember_small:
                     self.small_packs.append((name, entries))

@@ -21,6 +21,7 @@ from typing import NamedTuple
 from ledger_core import GitObject
 from ledger_git._deflate import compress
 from ledger_git._native import native_assemble
+from ledger_git._spares import SpareFiles
 
 _TYPE_CODES = {"commit": 1, "tree": 2, "blob": 3}
 
@@ -192,6 +193,26 @@ def _write_pack_file(directory: str, final: str, data: bytes, durable: bool, ind
     return True
 
 
+def _write_spare(spare: tuple[str, int], final: str, data: bytes, durable: bool) -> bool:
+    """Write `data` into a file made ahead (`SpareFiles`) and rename it to `final`.
+
+    A rename replaces a file of that name: for a pack it can only be one with the same
+    bytes (the name is their checksum) or one left incomplete by a crash. False when the
+    spare's name was removed meanwhile (by `git prune`, say): then nothing was renamed.
+    """
+    path, fd = spare
+    try:
+        _write_all(fd, data, durable)
+        os.rename(path, final)
+    except FileNotFoundError:
+        return False
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        raise
+    return True
+
+
 def write_pack(objects_dir: str, objects: Sequence[GitObject], *, durable: bool = False,
                store_below: int = 0) -> str:
     """Write `objects` as `objects/pack/pack-<sum>.{pack,idx}`; return the pack checksum."""
@@ -200,16 +221,26 @@ def write_pack(objects_dir: str, objects: Sequence[GitObject], *, durable: bool 
 
 
 def write_pack_entries(objects_dir: str, entries: Sequence[PackEntry] | Sequence[tuple[bytes, int, bytes]], *,
-                       durable: bool = False) -> str:
-    """Write entries (unique ids) as one pack and its index; return the pack checksum."""
+                       durable: bool = False, spares: SpareFiles | None = None) -> str:
+    """Write entries (unique ids) as one pack and its index; return the pack checksum.
+
+    `spares`: files made ahead to write the pack and the index into, when it has them.
+    """
     pack, idx, name = assemble_pack(entries)
     pack_dir = os.path.join(objects_dir, "pack")
     if pack_dir not in _pack_dirs:
         os.makedirs(pack_dir, exist_ok=True)
         _pack_dirs.add(pack_dir)
     base = os.path.join(pack_dir, f"pack-{name}")
-    if _write_pack_file(pack_dir, base + ".pack", pack, durable, base + ".idx"):
-        _write_file(pack_dir, base + ".idx", idx, durable)
+    spare = spares.take() if spares is not None else None
+    if spare is not None and _write_spare(spare, base + ".pack", pack, durable):
+        wrote = True
+    else:
+        wrote = _write_pack_file(pack_dir, base + ".pack", pack, durable, base + ".idx")
+    if wrote:
+        spare = spares.take() if spares is not None else None
+        if spare is None or not _write_spare(spare, base + ".idx", idx, durable):
+            _write_file(pack_dir, base + ".idx", idx, durable)
         if durable:
             dir_fd = os.open(pack_dir, os.O_RDONLY)
             try:
