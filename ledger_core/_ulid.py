@@ -34,9 +34,11 @@ def encode_ulid(ms: int, randomness: bytes) -> str:
     return "".join([pairs[(number >> s) & 0x3FF] for s in _SHIFTS])
 
 
+# Crockford's letters to the base-32 digits `int(text, 32)` reads (0-9, A-V): the
+# timestamp is one C call instead of ten steps of a Python loop.
+_TO_INT32 = str.maketrans(_ALPHABET, "0123456789ABCDEFGHIJKLMNOPQRSTUV")
+
+
 def ulid_ms(value: str) -> int:
     """The millisecond timestamp inside a ULID."""
-    number = 0
-    for char in validate_ulid(value)[:10]:
-        number = number * 32 + _ALPHABET.index(char)
-    return number
+    return int(validate_ulid(value)[:10].translate(_TO_INT32), 32)

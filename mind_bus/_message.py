@@ -337,6 +337,9 @@ def check_commit_fields(actor: str, topic: str, ulid: str) -> None:
     builder that does not check them itself)."""
     if actor not in _idents:
         signature_line(actor, actor, 0)  # refuses '<', '>' and newlines
+        _idents[actor] = f"{actor} <{actor}>"  # (checked once: the native builder never fills it)
+        if len(_idents) > 4096:
+            _idents.clear()
     if "\n" in topic or "\n" in ulid:
         raise InvalidMessage("a trailer value cannot hold a newline")
 
