@@ -306,6 +306,14 @@ def error_of(raw: Any) -> LedgerError | None:
     return None
 
 
+def _frame_header(size: int) -> bytes:
+    """`Connection.send_bytes`'s length prefix, which `Connection.recv` reads: 4 bytes,
+    or -1 and 8 bytes from 2 GiB on."""
+    if size > 0x7FFFFFFF:
+        return struct.pack("!i", -1) + struct.pack("!Q", size)
+    return struct.pack("!i", size)
+
+
 class BusWriter:
     """Streams bus writes to a child process; use from the event loop only.
 
@@ -341,7 +349,8 @@ class BusWriter:
         # process signs those envelopes again (`BusLog.plan_many`).
         self.policy_root: str | None = None
 
-    def _start_blocking(self) -> None:
+    def _start_blocking(self) -> tuple[Connection, Connection, Any]:
+        """Start the process (in a thread: it takes a second); its answers and ops pipes."""
         ctx = multiprocessing.get_context("spawn")
         answers, child_answers = ctx.Pipe(duplex=False)
         child_ops, ops = ctx.Pipe(duplex=False)
@@ -367,29 +376,34 @@ class BusWriter:
             ops.close()
             raise StorageError(f"the bus writer failed to open {self.repo} (exit {proc.exitcode})")
         os.set_blocking(ops.fileno(), False)
-        self._conn, self._ops_conn, self._ops_fd, self._proc = answers, ops, ops.fileno(), proc
+        return answers, ops, proc
 
-    def _attach(self) -> None:
-        assert self._conn is not None
-        add_blocking_reader(asyncio.get_running_loop(), self._conn.fileno(), self._readable)
+    def _attach(self, started: tuple[Connection, Connection, Any]) -> None:
+        """Take a started process on (on the loop: `_flush` sees all of it or none)."""
+        answers, ops, proc = started
+        self._ops_conn, self._ops_fd, self._proc = ops, ops.fileno(), proc
+        self._conn = answers
+        add_blocking_reader(asyncio.get_running_loop(), answers.fileno(), self._readable)
 
     async def _ensure_started(self) -> None:
+        # The start is a task of its own, awaited through a shield: a caller cancelled
+        # meanwhile (its client gone) must not leave a process started but never read.
         if self._starting is None:
-            self._starting = asyncio.get_running_loop().create_future()
-            try:
-                await asyncio.get_running_loop().run_in_executor(None, self._start_blocking)
-                self._attach()
-                self._starting.set_result(None)
-            except BaseException as exc:
-                self._starting.set_exception(exc)
-                self._starting.exception()
-                self._starting = None
-                self._ops.clear()  # their callers get this exception, nothing is written
-                self._futures.clear()
-                raise
-            self._flush()  # what was queued while it started
-        else:
-            await asyncio.shield(self._starting)
+            self._starting = asyncio.get_running_loop().create_task(self._start(), name="bus-writer-start")
+        await asyncio.shield(self._starting)
+
+    async def _start(self) -> None:
+        try:
+            self._attach(await asyncio.get_running_loop().run_in_executor(None, self._start_blocking))
+        except BaseException:
+            self._starting = None
+            for future in self._futures:  # their callers get this exception, nothing is written
+                if not future.done():
+                    future.cancel()
+            self._ops.clear()
+            self._futures.clear()
+            raise
+        self._flush()  # what was queued while it started
 
     async def submit(self, op: Op) -> Any:
         """Run one operation in the next batch; its raw result (a dict, or an error tuple)."""
@@ -415,8 +429,14 @@ class BusWriter:
         while self._ops:
             ops, futures = self._ops[:MAX_BATCH], self._futures[:MAX_BATCH]
             del self._ops[:MAX_BATCH], self._futures[:MAX_BATCH]
-            data = pickle.dumps(ops, pickle.HIGHEST_PROTOCOL)
-            self._out += struct.pack("!i", len(data))  # `Connection.recv`'s framing
+            try:
+                data = pickle.dumps(ops, pickle.HIGHEST_PROTOCOL)
+            except Exception as exc:  # (nothing a request can hold; but never leave a caller waiting)
+                for future in futures:
+                    if not future.done():
+                        future.set_result(("STORAGE", f"cannot send to the bus writer: {exc}", None))
+                continue
+            self._out += _frame_header(len(data))
             self._out += data
             self._unanswered.extend(futures)
         if not self._writing:
@@ -485,8 +505,7 @@ class BusWriter:
         try:
             await asyncio.get_running_loop().run_in_executor(None, self._proc.join, 5)
             self.restarts += 1
-            await asyncio.get_running_loop().run_in_executor(None, self._start_blocking)
-            self._attach()
+            self._attach(await asyncio.get_running_loop().run_in_executor(None, self._start_blocking))
         except BaseException:
             # No process: what is queued fails, the next submit starts one again.
             self._conn = None

@@ -72,15 +72,17 @@ class PackMaintainer:
         """Call after each batch the store wrote: merge or repack when it is time.
 
         `busy`: more work is waiting, so upkeep that is due waits for a call that is not
-        busy, unless twice as many small packs as `merge_every` piled up meanwhile: a
-        writer that is never idle still merges, and one that is idle now and then
-        merges (about a millisecond) or starts `git repack` (a fork) off its callers'
-        path.
+        busy, unless twice `merge_every` small packs or twice `repack_every` new packs
+        piled up meanwhile: a writer that is never idle still merges and repacks (its
+        pack count stays bounded), and one that is idle now and then merges (about a
+        millisecond) or starts `git repack` (a fork) off its callers' path.
         """
         self.pending += self.store.packs_written - self._seen
         self._seen = self.store.packs_written
         small = len(self.store.small_packs)
-        if busy and small < 2 * self.merge_every:
+        if busy and small < 2 * self.merge_every and self.pending < 2 * self.repack_every:
+            if self._proc is not None:
+                self._reap()  # (a finished repack is not left a zombie meanwhile)
             return
         if self.repacking:
             return

@@ -232,7 +232,10 @@ def write_pack_entries(objects_dir: str, entries: Sequence[PackEntry] | Sequence
         os.makedirs(pack_dir, exist_ok=True)
         _pack_dirs.add(pack_dir)
     base = os.path.join(pack_dir, f"pack-{name}")
-    spare = spares.take() if spares is not None else None
+    # A spare is renamed over any file of the pack's name, so it is only used when the
+    # pack is not complete there already (its index present): never over a pack a
+    # reader (or a `git repack -d` about to delete it) may be using.
+    spare = spares.take() if spares is not None and not os.path.exists(base + ".idx") else None
     if spare is not None and _write_spare(spare, base + ".pack", pack, durable):
         wrote = True
     else:

@@ -49,17 +49,29 @@ class SpareFiles:
         return removed
 
     def fill(self) -> int:
-        """Make files until `count` are ready; how many were made."""
+        """Make files until `count` are ready; how many were made.
+
+        Best effort: a folder that cannot take a file now (no inodes left, a quota, no
+        descriptors) ends the filling quietly; the next pack then creates its files
+        itself and reports the error to its callers, as without spares.
+        """
         made = 0
-        while len(self._ready) < self.count:
+        tries = 0
+        while len(self._ready) < self.count and tries < 2 * self.count + 2:
+            tries += 1
             path = os.path.join(self.directory, f"{PREFIX}{os.getpid()}_{next(self._names)}")
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
             except FileNotFoundError:
-                os.makedirs(self.directory, exist_ok=True)
+                try:
+                    os.makedirs(self.directory, exist_ok=True)
+                except OSError:
+                    break
                 continue
             except FileExistsError:
                 continue
+            except OSError:
+                break
             self._ready.append((path, fd))
             made += 1
         self.made += made

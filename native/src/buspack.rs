@@ -118,6 +118,18 @@ impl<'py> Entries<'py> {
 static KEYS: OnceLock<Mutex<HashMap<[u8; 32], SigningKey>>> = OnceLock::new();
 const KEYS_MAX: usize = 4096;
 
+/// The key of `seed` from `KEYS` (made and kept when missing). The lock is held only
+/// here, never while Python objects are touched, and a poisoned cache is used as is
+/// (it only ever holds complete keys).
+fn cached_key(seed: &[u8; 32]) -> SigningKey {
+    let mut cache = KEYS.get_or_init(|| Mutex::new(HashMap::new())).lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if cache.len() > KEYS_MAX {
+        cache.clear();
+    }
+    cache.entry(*seed).or_insert_with(|| SigningKey::from_bytes(seed)).clone()
+}
+
 /// Build (and sign where asked) a batch of message commits.
 ///
 /// `items`: one tuple per message, in batch order: `(canonical, signature, seed, cid,
@@ -138,11 +150,7 @@ pub fn messages<'py>(py: Python<'py>, items: &Bound<'py, PyList>, prefix: (Vec<u
     let oids = PyList::empty(py);
     let mut commits: Vec<String> = Vec::with_capacity(items.len());
     let mut text = String::with_capacity(1024);
-    let mut keys = KEYS.get_or_init(|| Mutex::new(HashMap::new())).lock()
-        .map_err(|_| pyo3::exceptions::PyRuntimeError::new_err("the key cache was poisoned"))?;
-    if keys.len() > KEYS_MAX {
-        keys.clear();
-    }
+    let mut keys: HashMap<[u8; 32], SigningKey> = HashMap::new();  // this call's, from `KEYS`
     for item in items.iter() {
         let t = item.downcast::<PyTuple>()?;
         let canonical = t.get_item(0)?;
@@ -153,7 +161,7 @@ pub fn messages<'py>(py: Python<'py>, items: &Bound<'py, PyList>, prefix: (Vec<u
             let seed = t.get_item(2)?;
             let seed: [u8; 32] = seed.downcast::<PyBytes>()?.as_bytes().try_into()
                 .map_err(|_| pyo3::exceptions::PyValueError::new_err("an ed25519 seed is 32 bytes"))?;
-            keys.entry(seed).or_insert_with(|| SigningKey::from_bytes(&seed)).sign(canonical).to_bytes().to_vec()
+            keys.entry(seed).or_insert_with(|| cached_key(&seed)).sign(canonical).to_bytes().to_vec()
         } else {
             given.to_vec()
         };

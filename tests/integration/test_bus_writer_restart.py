@@ -4,6 +4,7 @@ retry with the same ULID is either published once or reported as a duplicate."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -95,3 +96,29 @@ def test_a_lock_left_by_a_killed_writer_does_not_block_its_shard(tmp_path: Path)
             d.stop()
     assert git(repo, "rev-list", "--count", "refs/gatos/mbus/t/-1").strip() == "2"
     git(repo, "fsck", "--strict")
+
+
+def test_a_caller_cancelled_while_the_writer_starts_leaves_it_usable(tmp_path: Path) -> None:
+    """The first caller's client goes away during the second the process takes to start:
+    the start goes on (its own task), the process is read, and the next call is answered."""
+    import asyncio
+
+    from gatosd._bus_writer import BusWriter
+    from gatosd.node import Node
+
+    repo = make_node(tmp_path / "node")
+
+    async def scenario() -> Any:
+        writer = BusWriter(str(Node.open(str(repo)).repo.git_dir))
+        first = asyncio.create_task(writer.submit(("prune", "t", None)))
+        await asyncio.sleep(0.05)  # the process is starting in a thread
+        first.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await first
+        try:
+            return await asyncio.wait_for(writer.submit(("prune", "t", None)), 60)
+        finally:
+            await writer.close()
+
+    answer = asyncio.run(scenario())
+    assert answer == {"summaries": [], "reason": "the topic has no ttl_seconds"}, answer

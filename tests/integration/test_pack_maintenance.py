@@ -75,6 +75,28 @@ def test_busy_upkeep_waits_for_an_idle_call_but_not_forever(tmp_path: Path) -> N
     git(tmp_path, "fsck", "--strict")
 
 
+def test_a_writer_that_is_never_idle_still_bounds_its_pack_count(tmp_path: Path) -> None:
+    """Batches too big to be merged, always busy: `git repack` still starts once twice
+    `repack_every` packs piled up, so the pack count stays bounded."""
+    pygit2.init_repository(str(tmp_path))
+    store = _store(tmp_path)
+    maintainer = PackMaintainer(store, str(tmp_path / ".git"), merge_every=4, repack_every=5)
+    store.remember_small = 0  # every pack "big": nothing to merge
+    written: list[GitObject] = []
+    for batch in range(30):
+        objs = _blobs(batch)
+        store.write_many(objs)
+        written += objs
+        maintainer.after_write(busy=True)
+    assert maintainer.repacks >= 1
+    maintainer.close()
+    assert len(_packs(tmp_path)) < 30
+    fresh = pygit2.Repository(str(tmp_path))
+    for obj in written:
+        assert fresh.odb.read(obj.oid)[1] == obj.data
+    git(tmp_path, "fsck", "--strict")
+
+
 def test_the_same_pack_written_twice_is_written_once(tmp_path: Path) -> None:
     """A pack already there with its index is not written again (same bytes, same name)."""
     from ledger_git._pack import pack_entries, write_pack_entries

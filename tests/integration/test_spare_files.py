@@ -107,3 +107,13 @@ def test_the_bus_writer_leaves_no_spare_behind(tmp_path: Path) -> None:
     assert _spare_names(repo) == []
     assert git(repo, "log", "--format=%s", "--all").split().count("gmb.message") == 20
     git(repo, "fsck", "--strict")
+
+
+def test_filling_where_no_file_can_be_made_is_quiet(tmp_path: Path) -> None:
+    """A folder that cannot take a file: no spare, no error; packs report their own."""
+    blocked = tmp_path / "a-file"
+    blocked.write_bytes(b"")
+    spares = SpareFiles(str(blocked / "pack"))  # its parent is a file: nothing can be made
+    assert spares.fill() == 0
+    assert spares.take() is None
+    spares.close()
