@@ -281,12 +281,7 @@ def message_commit_parts(canonical: bytes, signature: bytes, cid: str, actor: st
     sig_raw = _hashed(b"blob", signature)
     tree_data = _EVENT_ENTRY + event_raw + _SIG_ENTRY + sig_raw
     tree_oid = ObjectId(_hashed(b"tree", tree_data).hex())
-    name = _idents.get(actor)
-    if name is None:
-        signature_line(actor, actor, 0)  # refuses '<', '>' and newlines
-        name = _idents[actor] = f"{actor} <{actor}>"
-        if len(_idents) > 4096:
-            _idents.clear()
+    name = _idents.get(actor) or _ident(actor)
     if "\n" in place.topic or "\n" in ulid:
         raise InvalidMessage("a trailer value cannot hold a newline")
     ident = f"{name} {seconds} +0000"
@@ -332,14 +327,21 @@ def build_messages(specs: list[MessageSpec]) -> tuple[list[ObjectId], list[GitOb
     return oids, objects
 
 
+def _ident(actor: str) -> str:
+    """`actor <actor>` for a commit's author line, checked (refuses '<', '>' and newlines)
+    and cached in `_idents`."""
+    signature_line(actor, actor, 0)
+    name = _idents[actor] = f"{actor} <{actor}>"
+    if len(_idents) > 4096:
+        _idents.clear()
+    return name
+
+
 def check_commit_fields(actor: str, topic: str, ulid: str) -> None:
     """What `message_commit_parts` refuses of the names it writes, checked ahead (for a
     builder that does not check them itself)."""
     if actor not in _idents:
-        signature_line(actor, actor, 0)  # refuses '<', '>' and newlines
-        _idents[actor] = f"{actor} <{actor}>"  # (checked once: the native builder never fills it)
-        if len(_idents) > 4096:
-            _idents.clear()
+        _ident(actor)  # (checked once: the native builder never fills the cache itself)
     if "\n" in topic or "\n" in ulid:
         raise InvalidMessage("a trailer value cannot hold a newline")
 

@@ -25,22 +25,33 @@ def _store(repo: Path) -> GitObjectStore:
     return GitObjectStore(pygit2.Repository(str(repo)), pack_threshold=1)
 
 
+def _write(store: GitObjectStore, maintainer: PackMaintainer, batches: range, written: list[GitObject],
+           *, busy: bool = False) -> None:
+    """Each batch as a pack, with the upkeep call a writer makes after it."""
+    for batch in batches:
+        objs = _blobs(batch)
+        store.write_many(objs)
+        written += objs
+        maintainer.after_write(busy=busy)
+
+
+def _assert_readable(repo: Path, written: list[GitObject]) -> None:
+    """A fresh libgit2 handle reads every object written."""
+    fresh = pygit2.Repository(str(repo))
+    for obj in written:
+        assert fresh.odb.read(obj.oid)[1] == obj.data
+
+
 def test_small_packs_are_merged_and_every_object_stays_readable(tmp_path: Path) -> None:
     """Every `merge_every` small packs become one; git and a fresh libgit2 read every object."""
     pygit2.init_repository(str(tmp_path))
     store = _store(tmp_path)
     maintainer = PackMaintainer(store, str(tmp_path / ".git"), merge_every=4, repack_every=10_000)
     written: list[GitObject] = []
-    for batch in range(12):
-        objs = _blobs(batch)
-        store.write_many(objs)
-        written += objs
-        maintainer.after_write()
+    _write(store, maintainer, range(12), written)
     assert maintainer.merges == 3
     assert len(_packs(tmp_path)) == 3
-    fresh = pygit2.Repository(str(tmp_path))
-    for obj in written:
-        assert fresh.odb.read(obj.oid)[1] == obj.data
+    _assert_readable(tmp_path, written)
     listed = git(tmp_path, "cat-file", "--batch-all-objects", "--batch-check=%(objectname)").split()
     assert sorted(listed) == sorted({o.oid for o in written})
     git(tmp_path, "fsck", "--strict")
@@ -54,24 +65,14 @@ def test_busy_upkeep_waits_for_an_idle_call_but_not_forever(tmp_path: Path) -> N
     store = _store(tmp_path)
     maintainer = PackMaintainer(store, str(tmp_path / ".git"), merge_every=4, repack_every=10_000)
     written: list[GitObject] = []
-    for batch in range(7):
-        objs = _blobs(batch)
-        store.write_many(objs)
-        written += objs
-        maintainer.after_write(busy=True)
+    _write(store, maintainer, range(7), written, busy=True)
     assert maintainer.merges == 0 and len(_packs(tmp_path)) == 7  # due since the 4th, deferred
     maintainer.after_write()  # idle: merges now
     assert maintainer.merges == 1 and len(_packs(tmp_path)) == 1
-    for batch in range(7, 15):
-        objs = _blobs(batch)
-        store.write_many(objs)
-        written += objs
-        maintainer.after_write(busy=True)
+    _write(store, maintainer, range(7, 15), written, busy=True)
     assert maintainer.merges == 2  # 8 = 2 x merge_every small packs: merged though busy
     assert len(_packs(tmp_path)) == 2
-    fresh = pygit2.Repository(str(tmp_path))
-    for obj in written:
-        assert fresh.odb.read(obj.oid)[1] == obj.data
+    _assert_readable(tmp_path, written)
     git(tmp_path, "fsck", "--strict")
 
 
@@ -83,17 +84,11 @@ def test_a_writer_that_is_never_idle_still_bounds_its_pack_count(tmp_path: Path)
     maintainer = PackMaintainer(store, str(tmp_path / ".git"), merge_every=4, repack_every=5)
     store.remember_small = 0  # every pack "big": nothing to merge
     written: list[GitObject] = []
-    for batch in range(30):
-        objs = _blobs(batch)
-        store.write_many(objs)
-        written += objs
-        maintainer.after_write(busy=True)
+    _write(store, maintainer, range(30), written, busy=True)
     assert maintainer.repacks >= 1
     maintainer.close()
     assert len(_packs(tmp_path)) < 30
-    fresh = pygit2.Repository(str(tmp_path))
-    for obj in written:
-        assert fresh.odb.read(obj.oid)[1] == obj.data
+    _assert_readable(tmp_path, written)
     git(tmp_path, "fsck", "--strict")
 
 
@@ -121,16 +116,11 @@ def test_geometric_repack_bounds_the_pack_count(tmp_path: Path) -> None:
     store = _store(tmp_path)
     maintainer = PackMaintainer(store, str(tmp_path / ".git"), merge_every=1, repack_every=8)
     written: list[GitObject] = []
-    for batch in range(60):
-        objs = _blobs(batch)
-        store.write_many(objs)
-        written += objs
-        maintainer.after_write()
+    _write(store, maintainer, range(60), written)
     maintainer.close()
     assert maintainer.repacks >= 1 and maintainer.failures == 0
     assert len(_packs(tmp_path)) < 20
-    fresh = pygit2.Repository(str(tmp_path))
-    assert all(fresh.odb.read(o.oid)[1] == o.data for o in written)
+    _assert_readable(tmp_path, written)
     git(tmp_path, "fsck", "--strict")
 
 
