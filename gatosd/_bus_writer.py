@@ -159,9 +159,11 @@ def _serve(repo: str, durable: bool, ops_in: Connection, conn: Connection) -> No
     # compression costs a twentieth of deflating them (see ledger_git._deflate).
     node.repo.objects.store_below = STORE_BELOW
     maintainer = PackMaintainer(node.repo.objects, node.repo.git_dir)
-    # The pack and index files of the next batch are made while the process is idle
-    # (see ledger_git._spares); under the flock it is their folder's only user.
-    spares = SpareFiles(os.path.join(node.repo.objects.objects_dir, "pack"))
+    # The pack and index files of the next batch are recycled from the small packs a
+    # merge replaced, or made while the process is idle (see ledger_git._spares); under
+    # the flock it is their folders' only user.
+    spares = SpareFiles(os.path.join(node.repo.objects.objects_dir, "pack"),
+                        trash=os.path.join(node.repo.git_dir, "gatos", "pack-trash"))
     spares.remove_leftovers()
     spares.fill()
     node.repo.objects.spares = spares
@@ -210,8 +212,10 @@ def _serve(repo: str, durable: bool, ops_in: Connection, conn: Connection) -> No
             if last:
                 return
     finally:
-        spares.close()
-        maintainer.close()
+        try:
+            maintainer.close()  # (its last merge retires files through the spares)
+        finally:
+            spares.close()
 
 
 class _Waiting:

@@ -100,10 +100,9 @@ class PackMaintainer:
                 entries.setdefault(entry[0], entry)  # (raw id, crc, bytes): native entries are tuples
         write_pack_entries(self.store.objects_dir, list(entries.values()), durable=self.store.durable)
         pack_dir = os.path.join(self.store.objects_dir, "pack")
-        for name, _ in small:
-            for ext in (".idx", ".pack"):  # the index first: packs are found by their index
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(os.path.join(pack_dir, f"pack-{name}{ext}"))
+        # The index first: packs are found by their index.
+        self.store.remove_files([os.path.join(pack_dir, f"pack-{name}{ext}")
+                                 for name, _ in small for ext in (".idx", ".pack")])
         self.pending += 1 - len(small)
         self.merges += 1
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Sequence
@@ -46,6 +47,16 @@ class GitObjectStore(ObjectStore):
         # Files made ahead for the next packs (`SpareFiles`), set by a writer that fills
         # them while it is idle; None: every pack creates its files.
         self.spares: SpareFiles | None = None
+
+    def remove_files(self, paths: list[str]) -> None:
+        """Remove files of the object folder, in order (a merge's small packs): through
+        `spares` (which recycles them) when it has them."""
+        if self.spares is not None:
+            self.spares.retire(paths)
+            return
+        for path in paths:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
     def write_many(self, objects: Sequence[GitObject]) -> None:
         with map_git_errors("writing objects"):

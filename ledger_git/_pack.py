@@ -21,7 +21,7 @@ from typing import NamedTuple
 from ledger_core import GitObject
 from ledger_git._deflate import compress
 from ledger_git._native import native_assemble
-from ledger_git._spares import SpareFiles
+from ledger_git._spares import Spare, SpareFiles
 
 _TYPE_CODES = {"commit": 1, "tree": 2, "blob": 3}
 
@@ -131,12 +131,15 @@ _tmp_names = itertools.count()
 _pack_dirs: set[str] = set()
 
 
-def _write_all(fd: int, data: bytes, durable: bool) -> None:
-    """Write all of `data` to `fd` (fsynced when `durable`), then close it."""
+def _write_all(fd: int, data: bytes, durable: bool, old_size: int = 0) -> None:
+    """Write all of `data` to `fd` (fsynced when `durable`), then close it; a file that
+    held `old_size` bytes is cut to `data`'s length."""
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
+        if old_size > len(data):
+            os.ftruncate(fd, len(data))
         if durable:
             os.fsync(fd)
     finally:
@@ -193,16 +196,16 @@ def _write_pack_file(directory: str, final: str, data: bytes, durable: bool, ind
     return True
 
 
-def _write_spare(spare: tuple[str, int], final: str, data: bytes, durable: bool) -> bool:
+def _write_spare(spare: Spare, final: str, data: bytes, durable: bool) -> bool:
     """Write `data` into a file made ahead (`SpareFiles`) and rename it to `final`.
 
     A rename replaces a file of that name: for a pack it can only be one with the same
     bytes (the name is their checksum) or one left incomplete by a crash. False when the
     spare's name was removed meanwhile (by `git prune`, say): then nothing was renamed.
     """
-    path, fd = spare
+    path, fd, old_size = spare
     try:
-        _write_all(fd, data, durable)
+        _write_all(fd, data, durable, old_size)
         os.rename(path, final)
     except FileNotFoundError:
         return False
@@ -235,13 +238,13 @@ def write_pack_entries(objects_dir: str, entries: Sequence[PackEntry] | Sequence
     # A spare is renamed over any file of the pack's name, so it is only used when the
     # pack is not complete there already (its index present): never over a pack a
     # reader (or a `git repack -d` about to delete it) may be using.
-    spare = spares.take() if spares is not None and not os.path.exists(base + ".idx") else None
+    spare = spares.take(".pack") if spares is not None and not os.path.exists(base + ".idx") else None
     if spare is not None and _write_spare(spare, base + ".pack", pack, durable):
         wrote = True
     else:
         wrote = _write_pack_file(pack_dir, base + ".pack", pack, durable, base + ".idx")
     if wrote:
-        spare = spares.take() if spares is not None else None
+        spare = spares.take(".idx") if spares is not None else None
         if spare is None or not _write_spare(spare, base + ".idx", idx, durable):
             _write_file(pack_dir, base + ".idx", idx, durable)
         if durable:

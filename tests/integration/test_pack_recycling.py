@@ -1,0 +1,258 @@
+"""Recycling the files of merged small packs (`ledger_git._spares`): packs written into
+recycled files are ordinary packs Git reads, and a file someone else still has open or
+mapped, or that has another name, is never written under."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+from pathlib import Path
+
+import pygit2
+import pytest
+
+from ledger_core import GitObject
+from ledger_git import GitObjectStore, PackMaintainer, SpareFiles
+from ledger_git import _spares as spares_module
+from tests.integration.conftest import git
+
+
+def _blobs(batch: int) -> list[GitObject]:
+    # Sizes vary from batch to batch, so a recycled pack is sometimes longer than the
+    # new one (its tail is cut) and sometimes shorter.
+    count = 1 + (batch * 7) % 5
+    return [GitObject("blob", f"batch {batch} object {i}\n".encode() * (1 + (batch % 3) * 400))
+            for i in range(count)]
+
+
+def _pack_dir(repo: Path) -> Path:
+    return repo / ".git" / "objects" / "pack"
+
+
+def _trash(repo: Path) -> Path:
+    return repo / ".git" / "gatos" / "pack-trash"
+
+
+def _setup(repo: Path, merge_every: int = 4) -> tuple[GitObjectStore, SpareFiles, PackMaintainer]:
+    pygit2.init_repository(str(repo))
+    store = GitObjectStore(pygit2.Repository(str(repo)), pack_threshold=1)
+    spares = SpareFiles(str(_pack_dir(repo)), trash=str(_trash(repo)))
+    store.spares = spares
+    # No `git repack` here: only the merges, which retire files.
+    return store, spares, PackMaintainer(store, str(repo / ".git"), merge_every=merge_every,
+                                         repack_every=10**9)
+
+
+def _write(store: GitObjectStore, maintainer: PackMaintainer, batches: range,
+           written: list[GitObject]) -> None:
+    for batch in batches:
+        objs = _blobs(batch)
+        store.write_many(objs)
+        written += objs
+        maintainer.after_write()
+
+
+def _inodes(folder: Path, suffix: str = "") -> dict[int, str]:
+    return {os.stat(folder / n).st_ino: n for n in os.listdir(folder) if n.endswith(suffix)}
+
+
+def _assert_git_reads(repo: Path, written: list[GitObject]) -> None:
+    fresh = pygit2.Repository(str(repo))
+    for obj in written:
+        assert fresh.odb.read(obj.oid)[1] == obj.data
+    git(repo, "fsck", "--strict")
+    idx = [str(_pack_dir(repo) / p) for p in os.listdir(_pack_dir(repo)) if p.endswith(".idx")]
+    git(repo, "verify-pack", *idx)
+    assert "garbage: 0" in git(repo, "count-objects", "-v")
+
+
+def test_merged_packs_files_are_written_again_as_new_packs(tmp_path: Path) -> None:
+    store, spares, maintainer = _setup(tmp_path)
+    written: list[GitObject] = []
+    _write(store, maintainer, range(4), written)  # the fourth batch merges the first four
+    assert maintainer.merges == 1
+    retired = set(_inodes(_trash(tmp_path)))
+    assert len(retired) == 8  # four packs and their indexes, none removed
+    before = set(_inodes(_pack_dir(tmp_path)))
+    _write(store, maintainer, range(4, 5), written)
+    new = set(_inodes(_pack_dir(tmp_path))) - before
+    assert len(new) == 2 and new <= retired  # the next pack and index: files of the merged ones
+    _write(store, maintainer, range(5, 40), written)
+    # Every later small pack went into a recycled file; only the merged packs are new.
+    assert spares.recycled == 2 * 36 and spares.made == 0
+    # The trash holds only what the last merges retired and nothing was reused from yet.
+    assert len(os.listdir(_trash(tmp_path))) <= 2 * 4 * 2
+    _assert_git_reads(tmp_path, written)
+    maintainer.close()
+    spares.close()
+    assert os.listdir(_trash(tmp_path)) == []
+    _assert_git_reads(tmp_path, written)
+
+
+def test_a_recycled_file_holds_no_pack_until_it_is_written(tmp_path: Path) -> None:
+    """Its old header is overwritten before it is handed out: whoever opens it by its
+    trash name meanwhile finds neither the old pack nor the old index."""
+    store, spares, maintainer = _setup(tmp_path)
+    _write(store, maintainer, range(4), [])
+    for kind in (".pack", ".idx"):
+        spare = spares.take(kind)
+        assert spare is not None
+        path, fd, old_size = spare
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+        assert head == bytes(8) and os.path.getsize(path) == old_size > 8
+        os.close(fd)
+
+
+def test_a_pack_a_git_reader_has_open_is_never_written_under(tmp_path: Path) -> None:
+    store, spares, maintainer = _setup(tmp_path)
+    first = _blobs(0)
+    store.write_many(first)
+    maintainer.after_write()
+    (pack_name,) = [n for n in os.listdir(_pack_dir(tmp_path)) if n.endswith(".pack")]
+    pack_path = _pack_dir(tmp_path) / pack_name
+    held_inode = os.stat(pack_path).st_ino
+    held_bytes = pack_path.read_bytes()
+    reader = subprocess.Popen(["git", "-C", str(tmp_path), "cat-file", "--batch"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert reader.stdin is not None and reader.stdout is not None
+
+    def read(obj: GitObject) -> bytes:
+        assert reader.stdin is not None and reader.stdout is not None
+        reader.stdin.write(obj.oid.encode() + b"\n")
+        reader.stdin.flush()
+        header = reader.stdout.readline().split()
+        return reader.stdout.read(int(header[2]) + 1)[:-1]
+
+    try:
+        assert read(first[0]) == first[0].data  # git now has the small pack open
+        written = list(first)
+        _write(store, maintainer, range(1, 24), written)  # merged away: retired to the trash
+        assert maintainer.merges >= 5 and spares.recycled > 0
+        assert spares.refused > 0  # the held pack was tried, and refused
+        held_name = _inodes(_trash(tmp_path))[held_inode]  # still there, never handed out
+        assert (_trash(tmp_path) / held_name).read_bytes() == held_bytes
+        assert read(first[-1]) == first[-1].data
+    finally:
+        reader.stdin.close()
+        reader.wait(timeout=30)
+    _write(store, maintainer, range(24, 40), written)  # the reader is gone: it can be reused
+    assert held_name not in os.listdir(_trash(tmp_path))
+    _assert_git_reads(tmp_path, written)
+
+
+def test_a_pack_mapped_by_libgit2_is_never_written_under(tmp_path: Path) -> None:
+    """libgit2 keeps the packs it read mapped (a daemon's reader does, for its life)."""
+    store, spares, maintainer = _setup(tmp_path)
+    first = _blobs(0)
+    store.write_many(first)
+    maintainer.after_write()
+    (pack_name,) = [n for n in os.listdir(_pack_dir(tmp_path)) if n.endswith(".pack")]
+    held_inode = os.stat(_pack_dir(tmp_path) / pack_name).st_ino
+    held_bytes = (_pack_dir(tmp_path) / pack_name).read_bytes()
+    reader = pygit2.Repository(str(tmp_path))
+    assert reader.odb.read(first[0].oid)[1] == first[0].data
+    written = list(first)
+    _write(store, maintainer, range(1, 30), written)
+    assert (_trash(tmp_path) / _inodes(_trash(tmp_path))[held_inode]).read_bytes() == held_bytes
+    assert spares.refused > 0
+    for obj in first:  # the reader's mapping still holds the old bytes
+        assert reader.odb.read(obj.oid)[1] == obj.data
+    _assert_git_reads(tmp_path, written)
+
+
+def test_a_pack_with_another_name_is_never_written_under(tmp_path: Path) -> None:
+    """`git clone --local` hard-links packs: the clone's copy must stay as it was."""
+    store, _, maintainer = _setup(tmp_path)
+    store.write_many(_blobs(0))
+    maintainer.after_write()
+    elsewhere = tmp_path / "clone-of-the-pack"
+    (pack_name,) = [n for n in os.listdir(_pack_dir(tmp_path)) if n.endswith(".pack")]
+    os.link(_pack_dir(tmp_path) / pack_name, elsewhere)
+    kept = elsewhere.read_bytes()
+    written: list[GitObject] = list(_blobs(0))
+    _write(store, maintainer, range(1, 30), written)
+    assert elsewhere.read_bytes() == kept
+    assert os.stat(elsewhere).st_nlink == 1  # its trash name was removed, not reused
+    _assert_git_reads(tmp_path, written)
+
+
+def test_without_leases_retired_files_are_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A filesystem (or OS) that grants no lease never proves a file free: nothing is
+    recycled, and what the merges retire is removed, as without a trash."""
+    real = spares_module.fcntl.fcntl
+
+    def no_leases(fd: int, cmd: int, arg: int = 0) -> object:
+        if cmd == spares_module._F_SETLEASE:
+            raise OSError(errno.EINVAL, "no leases here")
+        return real(fd, cmd, arg)
+
+    monkeypatch.setattr(spares_module.fcntl, "fcntl", no_leases)
+    store, spares, maintainer = _setup(tmp_path)
+    written: list[GitObject] = []
+    _write(store, maintainer, range(20), written)
+    assert spares.recycled == 0 and spares.trash is None
+    assert os.listdir(_trash(tmp_path)) == []
+    packs = [n for n in os.listdir(_pack_dir(tmp_path)) if n.endswith((".idx", ".pack"))]
+    assert len(packs) == 2 * (maintainer.merges + len(store.small_packs))  # merged ones removed
+    _assert_git_reads(tmp_path, written)
+
+
+def test_a_trashed_file_removed_by_someone_else_is_skipped(tmp_path: Path) -> None:
+    store, spares, maintainer = _setup(tmp_path)
+    written: list[GitObject] = []
+    _write(store, maintainer, range(4), written)
+    for name in os.listdir(_trash(tmp_path)):
+        os.unlink(_trash(tmp_path) / name)
+    _write(store, maintainer, range(4, 12), written)  # the next merges' files are recycled
+    assert spares.recycled > 0
+    _assert_git_reads(tmp_path, written)
+
+
+def test_leftovers_in_the_trash_are_removed_by_the_next_writer(tmp_path: Path) -> None:
+    store, _, maintainer = _setup(tmp_path)
+    _write(store, maintainer, range(4), [])
+    assert len(os.listdir(_trash(tmp_path))) == 8  # a writer killed now leaves these
+    after = SpareFiles(str(_pack_dir(tmp_path)), trash=str(_trash(tmp_path)))
+    assert after.remove_leftovers() == 8
+    assert os.listdir(_trash(tmp_path)) == []
+
+
+def test_a_daemon_recycles_while_it_reads_and_loses_nothing(tmp_path: Path) -> None:
+    """A daemon publishing one message per batch merges and recycles small packs while
+    its own reader (libgit2) holds some of them mapped; every message reads back intact,
+    in a new daemon and with git, and a clean stop leaves no trash."""
+    from tests.integration.daemon_support import make_node, short_dir, start_daemon
+    from tests.integration.test_bus_daemon import messages
+
+    repo = make_node(tmp_path / "node")
+    trash = repo / ".git" / "gatos" / "pack-trash"
+    trash.mkdir(parents=True)
+    (trash / "1_0").write_bytes(b"PACK left by a killed writer")
+    with short_dir() as sock:
+        for start in (0, 150):
+            d = start_daemon(repo, socket_dir=sock)
+            try:
+                with d.client() as c, d.client() as sub:
+                    if start:  # the reader maps what the first daemon wrote, then more is merged
+                        sub.send({"type": "bus.subscribe", "id": "early", "topic": "t", "from": "earliest"})
+                        assert [m["payload"] for m in messages(sub, start)] == list(range(start))
+                    for i in range(start, start + 150):
+                        got = c.request({"type": "bus.publish", "id": i, "topic": "t", "payload": i,
+                                         "key": "k"})
+                        assert got["ok"], got
+                    if start:
+                        assert [m["payload"] for m in messages(sub, 150)] == list(range(150, 300))
+            finally:
+                d.stop()
+            assert os.listdir(trash) == []
+        d = start_daemon(repo, socket_dir=sock)
+        try:
+            with d.client() as c:
+                c.send({"type": "bus.subscribe", "id": "all", "topic": "t", "from": "earliest"})
+                assert [m["payload"] for m in messages(c, 300)] == list(range(300))
+        finally:
+            d.stop()
+    assert git(repo, "log", "--format=%s", "--all").split().count("gmb.message") == 300
+    git(repo, "fsck", "--strict")
