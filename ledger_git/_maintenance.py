@@ -10,8 +10,9 @@ Two levels do that:
 1. **Merging small packs in-process.** The store remembers the entries of the small
    packs it just wrote; every `merge_every` of them are written again as one pack
    (entries are self-contained, so their bytes are copied, not recompressed), and
-   only then are the small ones deleted, index first. A crash in between leaves
-   objects in two packs, which is harmless.
+   only then are the small ones taken out of the pack folder, index first: removed,
+   or moved to the store's spares to be recycled (`ledger_git._spares`). A crash in
+   between leaves objects in two packs, which is harmless.
 2. **`git repack --geometric=2 -d`** in a background subprocess once `repack_every`
    packs have piled up: Git rolls the packs into a geometric progression of sizes,
    writing the new pack before deleting the old ones and never touching refs.
