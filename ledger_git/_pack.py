@@ -197,7 +197,8 @@ def _write_pack_file(directory: str, final: str, data: bytes, durable: bool, ind
 
 
 def _write_spare(spare: Spare, final: str, data: bytes, durable: bool) -> bool:
-    """Write `data` into a file made ahead (`SpareFiles`) and rename it to `final`.
+    """Write `data` into a file made ahead or recycled (`SpareFiles`), close it (which
+    ends a recycled file's lease) and rename it to `final`.
 
     A rename replaces a file of that name: for a pack it can only be one with the same
     bytes (the name is their checksum) or one left incomplete by a crash. False when the

@@ -16,13 +16,13 @@ looks for a free one), and freeing a file's blocks costs about 100 us (measured 
    only to a file's one opener, and a mapping holds its file open even after its
    descriptor was closed (a libgit2 reader keeps the packs it read mapped). Under the
    lease the file is checked to have no other name (`git clone --local` hard-links
-   packs) and its header is overwritten; only then is the lease released. So a reader
-   that has the old pack open is never written under (the file is tried again later),
-   and one that opens the file afterwards finds no pack there: a header of zeros, then
-   a pack whose checksum does not match the old index, which Git and libgit2 reject
-   before they look elsewhere. The blocks are kept: the new bytes overwrite them and
-   only a longer tail is cut. Without leases (another OS, a filesystem without them)
-   nothing is recycled and retired files are removed, as before.
+   packs), and the lease is held until the new pack is written and the file closed.
+   So a reader that has the old pack open is never written under (the file is tried
+   again later), and one that opens the file meanwhile waits, then finds a pack whose
+   checksum does not match the old index, which Git and libgit2 reject before they
+   look elsewhere. The blocks are kept: the new bytes overwrite them and only a longer
+   tail is cut. Without leases (another OS, a filesystem without them) nothing is
+   recycled and retired files are removed, as before.
 2. **Made while idle** (`fill`): for when the trash has nothing free, as at the start.
 
 Spare files are named `tmp_gatos_spare_<pid>_<n>` in the pack folder (Git reads only
@@ -39,12 +39,29 @@ import errno
 import fcntl
 import itertools
 import os
+import signal
 
 PREFIX = "tmp_gatos_spare_"
 Spare = tuple[str, int, int]  # path, writing descriptor, size of its old bytes (0 when new)
 TRASH_LIMIT = 1024  # files kept for recycling; the oldest beyond this are removed
 _BUSY = object()
 _F_SETLEASE = getattr(fcntl, "F_SETLEASE", 1024)  # Linux only
+
+
+def _lease_breaks_are_harmless() -> bool:
+    """Make sure a broken lease cannot end the process; False when it cannot be made so.
+
+    When another process opens a file we hold a lease on, the kernel signals us (SIGIO,
+    whose default action ends the process) and the opener waits until we close the file.
+    We close it within microseconds anyway, so the signal is ignored, unless someone
+    already handles it. Only the main thread may change a signal's disposition.
+    """
+    try:
+        if signal.getsignal(signal.SIGIO) in (signal.SIG_DFL, None):
+            signal.signal(signal.SIGIO, signal.SIG_IGN)
+    except (AttributeError, ValueError, OSError):  # no SIGIO (Windows), not the main thread
+        return False
+    return True
 
 
 class SpareFiles:
@@ -57,7 +74,7 @@ class SpareFiles:
     def __init__(self, directory: str, count: int = 2, *, trash: str | None = None) -> None:
         self.directory = directory
         self.count = count
-        self.trash = trash
+        self.trash = trash if trash is not None and _lease_breaks_are_harmless() else None
         self._ready: list[Spare] = []
         self._names = itertools.count()
         # Trashed files by kind, oldest first: an index is recycled as an index, a pack as a
@@ -173,13 +190,14 @@ class SpareFiles:
         return None
 
     def _claim(self, path: str) -> tuple[int, int] | object | None:
-        """Prove the file at `path` ours alone and spoil its header: its writing descriptor
-        and old size; `_BUSY` when someone has it open; None when it was dropped.
+        """Prove the file at `path` ours alone: its writing descriptor, still holding the
+        lease, and its old size; `_BUSY` when someone has it open; None when dropped.
 
-        Its blocks are kept (emptying it would free them, which on a disk mounted with
-        `discard` costs about 100 us): the next pack overwrites them and only cuts the tail.
-        The old header is overwritten under the lease, so anyone who opens the file later
-        finds no pack (or index) there, never the old one.
+        The lease is held until the new bytes are written and the descriptor closed
+        (`ledger_git._pack._write_spare`): whoever opens the file meanwhile waits for
+        that, then finds the new pack. The old blocks are kept (emptying the file would
+        free them, about 100 us on a disk mounted with `discard`): the new bytes
+        overwrite them and only a longer tail is cut.
         """
         chmodded = False
         try:
@@ -205,23 +223,17 @@ class SpareFiles:
             self._drop(path)  # no leases here (EINVAL, ENOLCK...): nothing is ever proved free
             self.trash = None
             return None
-        size = -1
         try:
             st = os.fstat(fd)
             if st.st_nlink == 1:  # another name shares the inode: never rewritten
-                os.pwrite(fd, bytes(min(st.st_size, 8)), 0)
                 if chmodded:
                     os.fchmod(fd, 0o444)
-                size = st.st_size
+                return fd, st.st_size
         except OSError:
             pass
-        with contextlib.suppress(OSError):
-            fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_UNLCK)
-        if size < 0:
-            os.close(fd)
-            self._drop(path)
-            return None
-        return fd, size
+        os.close(fd)  # (releases the lease)
+        self._drop(path)
+        return None
 
     @staticmethod
     def _drop(path: str) -> None:

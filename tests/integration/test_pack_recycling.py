@@ -7,13 +7,14 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pygit2
 import pytest
 
 from ledger_core import GitObject
-from ledger_git import GitObjectStore, PackMaintainer, SpareFiles
+from ledger_git import GitObjectStore, PackMaintainer, SpareFiles, _pack
 from ledger_git import _spares as spares_module
 from tests.integration.conftest import git
 
@@ -90,19 +91,27 @@ def test_merged_packs_files_are_written_again_as_new_packs(tmp_path: Path) -> No
     _assert_git_reads(tmp_path, written)
 
 
-def test_a_recycled_file_holds_no_pack_until_it_is_written(tmp_path: Path) -> None:
-    """Its old header is overwritten before it is handed out: whoever opens it by its
-    trash name meanwhile finds neither the old pack nor the old index."""
+def test_whoever_opens_a_file_being_recycled_waits_and_harms_nobody(tmp_path: Path) -> None:
+    """The lease is held from `take` until the new pack is written: an opener waits for
+    it (and the signal the kernel sends the lease holder does not end the writer)."""
     store, spares, maintainer = _setup(tmp_path)
-    _write(store, maintainer, range(4), [])
-    for kind in (".pack", ".idx"):
-        spare = spares.take(kind)
-        assert spare is not None
-        path, fd, old_size = spare
-        with open(path, "rb") as handle:
-            head = handle.read(8)
-        assert head == bytes(8) and os.path.getsize(path) == old_size > 8
-        os.close(fd)
+    written: list[GitObject] = []
+    _write(store, maintainer, range(4), written)
+    spare = spares.take(".pack")
+    assert spare is not None
+    path, _, old_size = spare
+    assert old_size > 0
+    opener = subprocess.Popen([sys.executable, "-c", f"print(len(open({path!r}, 'rb').read()))"],
+                              stdout=subprocess.PIPE, text=True)
+    with pytest.raises(subprocess.TimeoutExpired):
+        opener.wait(timeout=0.5)  # blocked on the lease
+    new = b"PACK" + bytes(100)
+    _pack._write_spare(spare, str(tmp_path / "written"), new, durable=False)
+    out, _ = opener.communicate(timeout=30)
+    assert int(out) == len(new) and (tmp_path / "written").read_bytes() == new
+    assert not os.path.exists(path)
+    _write(store, maintainer, range(4, 12), written)  # and this process is alive and well
+    _assert_git_reads(tmp_path, written)
 
 
 def test_a_pack_a_git_reader_has_open_is_never_written_under(tmp_path: Path) -> None:
