@@ -131,15 +131,17 @@ _tmp_names = itertools.count()
 _pack_dirs: set[str] = set()
 
 
-def _write_all(fd: int, data: bytes, durable: bool, old_size: int = 0) -> None:
+def _write_all(fd: int, data: bytes, durable: bool, old_size: int = 0, mode: int = -1) -> None:
     """Write all of `data` to `fd` (fsynced when `durable`), then close it; a file that
-    held `old_size` bytes is cut to `data`'s length."""
+    held `old_size` bytes is cut to `data`'s length, and gets `mode` back (unless -1)."""
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
         if old_size > len(data):
             os.ftruncate(fd, len(data))
+        if mode >= 0:
+            os.fchmod(fd, mode)
         if durable:
             os.fsync(fd)
     finally:
@@ -204,9 +206,9 @@ def _write_spare(spare: Spare, final: str, data: bytes, durable: bool) -> bool:
     bytes (the name is their checksum) or one left incomplete by a crash. False when the
     spare's name was removed meanwhile (by `git prune`, say): then nothing was renamed.
     """
-    path, fd, old_size = spare
+    path, fd, old_size, mode = spare
     try:
-        _write_all(fd, data, durable, old_size)
+        _write_all(fd, data, durable, old_size, mode)
         os.rename(path, final)
     except FileNotFoundError:
         return False

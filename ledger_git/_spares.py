@@ -18,17 +18,26 @@ looks for a free one), and freeing a file's blocks costs about 100 us (measured 
    lease the file is checked to have no other name (`git clone --local` hard-links
    packs), and the lease is held until the new pack is written and the file closed.
    So a reader that has the old pack open is never written under (the file is tried
-   again later), and one that opens the file meanwhile waits, then finds a pack whose
-   checksum does not match the old index, which Git and libgit2 reject before they
-   look elsewhere. The blocks are kept: the new bytes overwrite them and only a longer
-   tail is cut. Without leases (another OS, a filesystem without them) nothing is
-   recycled and retired files are removed, as before.
+   again later). Only a reader that found the old name a moment before the move can
+   open the file afterwards: it waits for the lease (at most the kernel's
+   `lease-break-time`, 45 s by default, far more than a write takes), then finds a
+   pack whose checksum does not match the old index, which Git and libgit2 reject
+   before they look elsewhere. The pack folder is synced after each merge's moves,
+   before any of its files is reused, so a power loss cannot bring an old name back
+   over new bytes. The blocks are kept: the new bytes overwrite them and only a longer
+   tail is cut. A writer that may not write its read-only packs (not root) proves a
+   file free through a read-only descriptor before it touches its mode, and gives
+   the mode back once the new pack is written. Without leases (another OS, a
+   filesystem without them) nothing is recycled and retired files are removed, as
+   before.
 2. **Made while idle** (`fill`): for when the trash has nothing free, as at the start.
 
-Spare files are named `tmp_gatos_spare_<pid>_<n>` in the pack folder (Git reads only
-`.idx` files there and their `.pack`), or live in the trash; they are read-only (0444,
-as Git's packs) and come with a writing descriptor. Only one writer per folder may use
-them (the bus writer holds its flock); it removes those left by a writer that died.
+New spare files are named `tmp_gatos_spare_<pid>_<n>` in the pack folder (Git reads
+only `.idx` files there and their `.pack`); trashed ones live in the trash. Packs
+written into either end up read-only (0444, as Git's). Only one writer per folder may
+use them (the bus writer holds its flock); it removes those left by a writer that died.
+A lease holder is signalled (SIGIO) when someone opens its file: the signal is set to
+be ignored unless the process handles it already, and children inherit that.
 """
 
 from __future__ import annotations
@@ -40,12 +49,16 @@ import fcntl
 import itertools
 import os
 import signal
+import stat
 
 PREFIX = "tmp_gatos_spare_"
-Spare = tuple[str, int, int]  # path, writing descriptor, size of its old bytes (0 when new)
-TRASH_LIMIT = 1024  # files kept for recycling; the oldest beyond this are removed
+# A file for the next pack: its path, a writing descriptor, the size of its old bytes (0
+# when new) and the mode to give it back once written (-1: leave it).
+Spare = tuple[str, int, int, int]
+TRASH_LIMIT = 512  # trashed files kept per kind; beyond this the first in line are removed
 _BUSY = object()
-_F_SETLEASE = getattr(fcntl, "F_SETLEASE", 1024)  # Linux only
+_F_SETLEASE: int | None = getattr(fcntl, "F_SETLEASE", None)  # Linux only
+_NO_LEASES = {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP}
 
 
 def _lease_breaks_are_harmless() -> bool:
@@ -56,8 +69,10 @@ def _lease_breaks_are_harmless() -> bool:
     We close it within microseconds anyway, so the signal is ignored, unless someone
     already handles it. Only the main thread may change a signal's disposition.
     """
+    if _F_SETLEASE is None:
+        return False
     try:
-        if signal.getsignal(signal.SIGIO) in (signal.SIG_DFL, None):
+        if signal.getsignal(signal.SIGIO) == signal.SIG_DFL:
             signal.signal(signal.SIGIO, signal.SIG_IGN)
     except (AttributeError, ValueError, OSError):  # no SIGIO (Windows), not the main thread
         return False
@@ -65,7 +80,8 @@ def _lease_breaks_are_harmless() -> bool:
 
 
 class SpareFiles:
-    """Up to `count` empty files for the next packs, each with an open writing descriptor.
+    """Files for the next packs, each with an open writing descriptor: up to `count`
+    new empty ones, and the trashed files of merged packs.
 
     `trash`: a folder on the same filesystem as `directory`, outside `objects/`, where
     `retire` moves files to be recycled; None removes them instead.
@@ -99,7 +115,7 @@ class SpareFiles:
             with contextlib.suppress(FileNotFoundError):
                 for name in os.listdir(folder):
                     if name.startswith(prefix):
-                        with contextlib.suppress(FileNotFoundError):
+                        with contextlib.suppress(OSError):  # (a folder someone made there)
                             os.unlink(os.path.join(folder, name))
                             removed += 1
         return removed
@@ -125,7 +141,7 @@ class SpareFiles:
         for _ in range(3):
             path = os.path.join(self.directory, f"{PREFIX}{os.getpid()}_{next(self._names)}")
             try:
-                return path, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444), 0
+                return path, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444), 0, -1
             except FileNotFoundError:
                 try:
                     os.makedirs(self.directory, exist_ok=True)
@@ -148,36 +164,59 @@ class SpareFiles:
         return spare
 
     def retire(self, paths: list[str]) -> None:
-        """Take files out of the pack folder, in order: into the trash, or removed."""
+        """Take files out of the pack folder, in order: into the trash, or removed.
+
+        The pack folder is synced before any of them can be reused: otherwise, after a
+        power loss, the folder could still name an old pack whose file holds new bytes,
+        and Git, which does not hash what it reads, would serve them for the old ids.
+        """
+        moved: list[str] = []
         for path in paths:
-            if self.trash is not None and self._to_trash(path):
+            dest = self._to_trash(path) if self.trash is not None else None
+            if dest is not None:
+                if dest:
+                    moved.append(dest)
                 continue
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
+        if moved:
+            try:
+                _fsync_folder(os.path.dirname(paths[0]))
+            except OSError:  # not known to be out of the folder for good: never reused
+                for dest in moved:
+                    with contextlib.suppress(ValueError):
+                        self._trashed[_kind(dest)].remove(dest)
+                    self._drop(dest)
         for queue in self._trashed.values():
-            while len(queue) > TRASH_LIMIT // 2:
+            while len(queue) > TRASH_LIMIT:
                 self._drop(queue.popleft())
 
-    def _to_trash(self, path: str) -> bool:
-        """Move `path` into the trash; False when the trash cannot take it (then, from now
-        on, nothing goes there: another filesystem, no room)."""
+    def _to_trash(self, path: str) -> str | None:
+        """Move `path` into the trash: its new path ("" when it was gone already), or None
+        when the trash cannot take it (then nothing goes there any more: another
+        filesystem, no room)."""
         assert self.trash is not None
-        dest = os.path.join(self.trash, f"{os.getpid()}_{next(self._names)}")
-        try:
-            if not self._trash_made:
-                os.makedirs(self.trash, exist_ok=True)
-                self._trash_made = True
-            os.rename(path, dest)
-        except FileNotFoundError:  # gone already (`git prune`, say): nothing to move
-            return True
-        except OSError:
-            self.trash = None
-            return False
-        self._trashed[".idx" if path.endswith(".idx") else ".pack"].append(dest)
-        return True
+        dest = os.path.join(self.trash, f"{os.getpid()}_{next(self._names)}{_kind(path)}")
+        for _ in range(2):
+            try:
+                os.rename(path, dest)
+            except FileNotFoundError:
+                if not os.path.lexists(path):  # gone already (`git prune`, say)
+                    return ""
+                try:  # the trash folder is missing (first use, or removed under us)
+                    os.makedirs(self.trash, exist_ok=True)
+                except OSError:
+                    break
+                continue
+            except OSError:
+                break
+            self._trashed[_kind(path)].append(dest)
+            return dest
+        self.trash = None
+        return None
 
     def _recycle(self, kind: str) -> Spare | None:
-        """The oldest trashed file of `kind` nobody else has open, made unreadable, or None."""
+        """The oldest trashed file of `kind` nobody else has open (its lease held), or None."""
         queue = self._trashed[kind]
         for _ in range(min(len(queue), 4)):
             path = queue.popleft()
@@ -189,51 +228,112 @@ class SpareFiles:
                 return path, *claimed
         return None
 
-    def _claim(self, path: str) -> tuple[int, int] | object | None:
-        """Prove the file at `path` ours alone: its writing descriptor, still holding the
-        lease, and its old size; `_BUSY` when someone has it open; None when dropped.
+    def _claim(self, path: str) -> tuple[int, int, int] | object | None:
+        """Prove the file at `path` ours alone: a writing descriptor holding its lease, the
+        old size and the mode to give back (-1: none); `_BUSY` when someone has it open;
+        None when it was dropped.
 
         The lease is held until the new bytes are written and the descriptor closed
         (`ledger_git._pack._write_spare`): whoever opens the file meanwhile waits for
-        that, then finds the new pack. The old blocks are kept (emptying the file would
-        free them, about 100 us on a disk mounted with `discard`): the new bytes
-        overwrite them and only a longer tail is cut.
+        that. The old blocks are kept (emptying the file would free them, about 100 us
+        on a disk mounted with `discard`): the new bytes overwrite them and only a
+        longer tail is cut. Opens never wait (O_NONBLOCK): a file under someone else's
+        lease (Samba, NFS) counts as busy.
         """
-        chmodded = False
         try:
-            fd = os.open(path, os.O_WRONLY)
-        except PermissionError:  # 0444 and not root: made writable by its owner (us)
-            try:
-                os.chmod(path, 0o600)
-                fd = os.open(path, os.O_WRONLY)
-            except OSError:
-                self._drop(path)
-                return None
-            chmodded = True
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        except PermissionError:  # read-only (0444, as Git's packs) and we are not root
+            return self._claim_read_only(path)
+        except BlockingIOError:
+            return _BUSY
         except OSError:
             self._drop(path)
             return None
-        try:
-            fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_WRLCK)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
-                self.refused += 1
-                return _BUSY
-            self._drop(path)  # no leases here (EINVAL, ENOLCK...): nothing is ever proved free
-            self.trash = None
-            return None
+        held = self._lease(fd, path)
+        if held is not True:
+            return held
         try:
             st = os.fstat(fd)
             if st.st_nlink == 1:  # another name shares the inode: never rewritten
-                if chmodded:
-                    os.fchmod(fd, 0o444)
-                return fd, st.st_size
+                return fd, st.st_size, -1
         except OSError:
             pass
         os.close(fd)  # (releases the lease)
         self._drop(path)
         return None
+
+    def _claim_read_only(self, path: str) -> tuple[int, int, int] | object | None:
+        """`_claim` for a file we may not write: proved ours alone through a read-only
+        descriptor before its mode is touched, made writable, opened for writing and
+        proved ours again; its mode is given back once the new bytes are written."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        except BlockingIOError:
+            return _BUSY
+        except OSError:
+            self._drop(path)
+            return None
+        held = self._lease(fd, path)
+        if held is not True:
+            return held
+        try:
+            st = os.fstat(fd)
+            if st.st_nlink != 1:
+                raise OSError(errno.EMLINK, "another name shares the inode")
+            mode = stat.S_IMODE(st.st_mode)
+            os.fchmod(fd, mode | stat.S_IWUSR)
+        except OSError:
+            os.close(fd)
+            self._drop(path)
+            return None
+        os.close(fd)  # (releases the lease: a writing descriptor gets its own)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.chmod(path, mode)
+            if isinstance(exc, BlockingIOError):
+                return _BUSY
+            self._drop(path)
+            return None
+        held = self._lease(fd, path, keep_open=True)
+        if held is not True:
+            with contextlib.suppress(OSError):
+                os.fchmod(fd, mode)
+            os.close(fd)
+            if held is None:
+                self._drop(path)
+            return held
+        try:
+            if os.fstat(fd).st_nlink == 1:
+                return fd, st.st_size, mode
+        except OSError:
+            pass
+        with contextlib.suppress(OSError):
+            os.fchmod(fd, mode)
+        os.close(fd)
+        self._drop(path)
+        return None
+
+    def _lease(self, fd: int, path: str, *, keep_open: bool = False) -> object:
+        """Take a write lease on `fd`: True, or `_BUSY` (someone else has the file open),
+        or None (the file dropped; no leases here at all: recycling ends). Unless
+        `keep_open`, `fd` is closed when no lease was taken."""
+        assert _F_SETLEASE is not None
+        try:
+            fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_WRLCK)
+            return True
+        except OSError as exc:
+            if not keep_open:
+                os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
+                self.refused += 1
+                return _BUSY
+            if exc.errno in _NO_LEASES:  # nothing can ever be proved free here
+                self.trash = None
+            if not keep_open:
+                self._drop(path)
+            return None
 
     @staticmethod
     def _drop(path: str) -> None:
@@ -243,9 +343,21 @@ class SpareFiles:
     def close(self) -> None:
         """Close and remove the files not used, and the trash."""
         while self._ready:
-            path, fd, _ = self._ready.pop()
+            path, fd, _, _ = self._ready.pop()
             os.close(fd)
             self._drop(path)
         for queue in self._trashed.values():
             while queue:
                 self._drop(queue.popleft())
+
+
+def _kind(path: str) -> str:
+    return ".idx" if path.endswith(".idx") else ".pack"
+
+
+def _fsync_folder(folder: str) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -99,7 +99,7 @@ def test_whoever_opens_a_file_being_recycled_waits_and_harms_nobody(tmp_path: Pa
     _write(store, maintainer, range(4), written)
     spare = spares.take(".pack")
     assert spare is not None
-    path, _, old_size = spare
+    path, _, old_size, _ = spare
     assert old_size > 0
     opener = subprocess.Popen([sys.executable, "-c", f"print(len(open({path!r}, 'rb').read()))"],
                               stdout=subprocess.PIPE, text=True)
@@ -247,10 +247,15 @@ def test_a_daemon_recycles_while_it_reads_and_loses_nothing(tmp_path: Path) -> N
                     if start:  # the reader maps what the first daemon wrote, then more is merged
                         sub.send({"type": "bus.subscribe", "id": "early", "topic": "t", "from": "earliest"})
                         assert [m["payload"] for m in messages(sub, start)] == list(range(start))
+                    trashed: set[int] = set()
                     for i in range(start, start + 150):
                         got = c.request({"type": "bus.publish", "id": i, "topic": "t", "payload": i,
                                          "key": "k"})
                         assert got["ok"], got
+                        if not trashed and os.listdir(trash):  # the first merge happened
+                            trashed = set(_inodes(trash))
+                    # Files that were in the trash then hold packs now: recycling happened.
+                    assert trashed & set(_inodes(repo / ".git" / "objects" / "pack"))
                     if start:
                         assert [m["payload"] for m in messages(sub, 150)] == list(range(150, 300))
             finally:
@@ -265,3 +270,99 @@ def test_a_daemon_recycles_while_it_reads_and_loses_nothing(tmp_path: Path) -> N
             d.stop()
     assert git(repo, "log", "--format=%s", "--all").split().count("gmb.message") == 300
     git(repo, "fsck", "--strict")
+
+
+_NOT_ROOT_SCRIPT = r"""
+import os, stat, sys
+sys.path.insert(0, sys.argv[2])
+from pathlib import Path
+import tests.integration.test_pack_recycling as t
+repo = Path(sys.argv[1])
+store, spares, maintainer = t._setup(repo)
+store.write_many(t._blobs(0))
+maintainer.after_write()
+(first,) = [n for n in os.listdir(t._pack_dir(repo)) if n.endswith(".pack")]
+os.link(t._pack_dir(repo) / first, repo / "linked-copy")
+try:
+    os.open(str(t._pack_dir(repo) / first), os.O_WRONLY)
+    raise SystemExit("this process can write a 0444 file: the test proves nothing")
+except PermissionError:
+    pass
+written = list(t._blobs(0))
+t._write(store, maintainer, range(1, 40), written)
+assert spares.recycled >= 60, spares.recycled
+modes = {n: stat.S_IMODE(os.stat(t._pack_dir(repo) / n).st_mode) for n in os.listdir(t._pack_dir(repo))}
+assert set(modes.values()) == {0o444}, modes
+assert stat.S_IMODE(os.stat(repo / "linked-copy").st_mode) == 0o444
+print("ok", spares.recycled)
+"""
+
+
+def test_a_writer_that_may_not_write_read_only_files_recycles_them_and_keeps_their_mode(
+        tmp_path: Path) -> None:
+    """A daemon run as an ordinary user cannot open its 0444 packs for writing: a file is
+    proved free through a read-only descriptor before its mode changes, and every pack
+    (and a hard-linked copy of one) ends up 0444, as Git writes them. Run as root, the
+    test drops the capability that lets root write anyway."""
+    import shutil
+
+    command = [sys.executable, "-c", _NOT_ROOT_SCRIPT, str(tmp_path / "repo"), str(Path.cwd())]
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("root without setpriv: cannot drop CAP_DAC_OVERRIDE")
+        command = [setpriv, "--bounding-set=-dac_override,-dac_read_search", *command]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).parents[2])
+    assert done.returncode == 0 and done.stdout.startswith("ok"), done.stderr + done.stdout
+    _assert_git_reads(tmp_path / "repo", [])
+
+
+def test_a_trash_folder_removed_under_the_writer_is_made_again(tmp_path: Path) -> None:
+    import shutil
+
+    store, spares, maintainer = _setup(tmp_path)
+    written: list[GitObject] = []
+    _write(store, maintainer, range(4), written)
+    shutil.rmtree(_trash(tmp_path))
+    _write(store, maintainer, range(4, 16), written)
+    assert spares.trash is not None and maintainer.merges == 4
+    packs = [n for n in os.listdir(_pack_dir(tmp_path)) if n.endswith(".idx")]
+    assert len(packs) == maintainer.merges + len(store.small_packs)  # small ones left the folder
+    _assert_git_reads(tmp_path, written)
+
+
+def test_files_whose_move_out_was_not_synced_are_never_reused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """If the pack folder cannot be synced after a merge, a power loss could bring the
+    old names back: those files are removed, not recycled."""
+    def cannot_sync(folder: str) -> None:
+        raise OSError(errno.EIO, "cannot sync")
+
+    monkeypatch.setattr(spares_module, "_fsync_folder", cannot_sync)
+    store, spares, maintainer = _setup(tmp_path)
+    written: list[GitObject] = []
+    _write(store, maintainer, range(12), written)
+    assert spares.recycled == 0 and os.listdir(_trash(tmp_path)) == []
+    _assert_git_reads(tmp_path, written)
+
+
+def test_a_file_open_for_reading_and_writing_elsewhere_is_never_written_under(tmp_path: Path) -> None:
+    store, spares, maintainer = _setup(tmp_path)
+    store.write_many(_blobs(0))
+    maintainer.after_write()
+    (pack_name,) = [n for n in os.listdir(_pack_dir(tmp_path)) if n.endswith(".pack")]
+    path = _pack_dir(tmp_path) / pack_name
+    kept = path.read_bytes()
+    inode = os.stat(path).st_ino
+    holder = subprocess.Popen([sys.executable, "-c", f"import os,sys; os.open({str(path)!r}, os.O_RDWR); "
+                               "print('open', flush=True); sys.stdin.read()"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+    try:
+        written = list(_blobs(0))
+        _write(store, maintainer, range(1, 30), written)
+        held = _inodes(_trash(tmp_path))[inode]
+        assert (_trash(tmp_path) / held).read_bytes() == kept and spares.refused > 0
+    finally:
+        holder.communicate("", timeout=30)
+    _assert_git_reads(tmp_path, written)
