@@ -26,7 +26,9 @@ of creating a file there before and after the runs: GATOS creates two files per 
 (a pack and its index), and on a journal-less ext4 that cost grows with recent file
 removals (20 us in a quiet folder, 300-800 us after heavy churn), so it explains runs
 that differ for no reason in the code. Before each measurement the bench calls `sync`,
-so that no measurement pays for the previous one's writeback.
+so that no measurement pays for the previous one's writeback, and collects and freezes
+its own heap (`gc.freeze`), so that no client stalls while the collector walks objects
+left by the previous measurements.
 
 Each measurement is repeated `--runs` times; medians are printed, with GATOS/peer
 ratios. The peers' Python clients (`nats-py`, `redis`) are installed into the running
@@ -42,6 +44,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import shutil
@@ -414,13 +417,29 @@ SYSTEMS = {
 }
 
 
+def _quiet_heap() -> None:
+    """Collect this process's garbage and freeze what is left, before a measurement.
+
+    This process is every system's client. Without this, its collector walks every
+    object alive (the three client libraries, asyncio, earlier results) from time to
+    time during a measurement, and the publishers all wait for that walk. How often
+    that happens depended on what ran before: GATOS's first run in a session was its
+    slowest in 13 of 14 sets. Frozen objects are never walked; new garbage is still
+    collected as usual.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {name: {"rate": [], "p50": [], "p99": []} for name in SYSTEMS}
     for run in range(args.runs):
         for name, (tput, latency) in SYSTEMS.items():  # interleaved: each run measures every system
             os.sync()  # the previous measurement's dirty pages are not written back during this one
+            _quiet_heap()
             rate = await tput(args.messages, args.publishers, args.size)
             os.sync()
+            _quiet_heap()
             lat = await latency(args.rate, args.seconds, args.size)
             results[name]["rate"].append(rate)
             results[name]["p50"].append(_pct(lat, 0.50))
