@@ -39,11 +39,6 @@ DEFAULT_REPACK_EVERY = 50  # git's own gc.autoPackLimit
 SMALL_PACK_OBJECTS = 128  # 32 events: bigger packs are few enough to leave to git repack
 
 
-def _lowest_priority() -> None:
-    with contextlib.suppress(OSError):
-        os.nice(19)
-
-
 class PackMaintainer:
     """Merges a store's small packs and starts background geometric repacks."""
 
@@ -110,13 +105,16 @@ class PackMaintainer:
     def _start_repack(self) -> None:
         cmd = [self.git, "--git-dir", self.git_dir, "repack", "--geometric=2", "-d", "-q"]
         try:
-            # At the lowest CPU priority: on a busy node the repack waits, appends do not.
             self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.PIPE, preexec_fn=_lowest_priority)
+                                          stderr=subprocess.PIPE)
         except OSError as exc:  # no git on PATH: packs pile up until `git gc`; say so once
             self._disabled = True
             log.warning("cannot run git repack (%s): packs will accumulate until `git gc`", exc)
             return
+        # At the lowest CPU priority (on a busy node the repack waits, appends do not),
+        # set from here: `preexec_fn` is not safe once the process has threads.
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, self._proc.pid, 19)
         self.pending = 0
         self.repacks += 1
 

@@ -50,6 +50,7 @@ import itertools
 import os
 import signal
 import stat
+import threading
 
 PREFIX = "tmp_gatos_spare_"
 # A file for the next pack: its path, a writing descriptor, the size of its old bytes (0
@@ -98,6 +99,8 @@ class SpareFiles:
         self._trashed: dict[str, collections.deque[str]] = {
             ".idx": collections.deque(), ".pack": collections.deque()}
         self._trash_made = False
+        self._syncer: _FolderSyncer | None = None
+        self._needs: dict[str, int] = {}  # trashed file -> the folder sync it waits for
         self.made = 0  # files made ahead so far
         self.taken = 0  # of which written as packs or indexes
         self.recycled = 0  # files reused from the trash
@@ -179,14 +182,12 @@ class SpareFiles:
                 continue
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
-        if moved:
-            try:
-                _fsync_folder(os.path.dirname(paths[0]))
-            except OSError:  # not known to be out of the folder for good: never reused
-                for dest in moved:
-                    with contextlib.suppress(ValueError):
-                        self._trashed[_kind(dest)].remove(dest)
-                    self._drop(dest)
+        if moved:  # reusable once the folder is synced, which a thread does meanwhile
+            if self._syncer is None:
+                self._syncer = _FolderSyncer(self.directory)
+            generation = self._syncer.request()
+            for dest in moved:
+                self._needs[dest] = generation
         for queue in self._trashed.values():
             while len(queue) > TRASH_LIMIT:
                 self._drop(queue.popleft())
@@ -218,15 +219,35 @@ class SpareFiles:
     def _recycle(self, kind: str) -> Spare | None:
         """The oldest trashed file of `kind` nobody else has open (its lease held), or None."""
         queue = self._trashed[kind]
+        syncer = self._syncer
+        if syncer is not None and syncer.failed:  # never known to be out of the folder
+            self._give_up_trash()
+            return None
         for _ in range(min(len(queue), 4)):
             path = queue.popleft()
+            if syncer is not None and self._needs.get(path, 0) > syncer.done:
+                queue.appendleft(path)  # its move is not on disk yet: none after it is
+                return None
             claimed = self._claim(path)
             if claimed is _BUSY:  # someone has it open: tried again later
                 queue.append(path)
-            elif claimed is not None:
+                continue
+            self._needs.pop(path, None)
+            if claimed is not None:
                 self.recycled += 1
                 return path, *claimed
         return None
+
+    def _give_up_trash(self) -> None:
+        for queue in self._trashed.values():
+            while queue:
+                self._drop(queue.popleft())
+        self._needs.clear()
+        self.trash = None
+
+    def settle(self, timeout: float = 30.0) -> bool:
+        """Wait until the moves into the trash so far are on disk; False on timeout."""
+        return self._syncer is None or self._syncer.wait(timeout)
 
     def _claim(self, path: str) -> tuple[int, int, int] | object | None:
         """Prove the file at `path` ours alone: a writing descriptor holding its lease, the
@@ -349,6 +370,10 @@ class SpareFiles:
         for queue in self._trashed.values():
             while queue:
                 self._drop(queue.popleft())
+        self._needs.clear()
+        if self._syncer is not None:
+            self._syncer.close()
+            self._syncer = None
 
 
 def _kind(path: str) -> str:
@@ -361,3 +386,57 @@ def _fsync_folder(folder: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class _FolderSyncer:
+    """Syncs a folder on a thread of its own, whenever asked; counts the syncs done.
+
+    A folder fsync usually takes a fraction of a millisecond, but it waits for the disk,
+    which is sometimes busy for a hundred milliseconds or more (other writes, a cache
+    flush): a writer that synced on its own thread would hold up its callers that long.
+    """
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self.requested = 0
+        self.done = 0  # every request up to this one is on disk
+        self.failed = False
+        self._stop = False
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="gatos-pack-folder-sync", daemon=True)
+        self._thread.start()
+
+    def request(self) -> int:
+        """Ask for a sync; the number `done` must reach for it to be on disk."""
+        with self._cond:
+            self.requested += 1
+            self._cond.notify_all()
+            return self.requested
+
+    def wait(self, timeout: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self.done >= self.requested or self.failed, timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._stop or self.done < self.requested)
+                if self._stop:
+                    return
+                target = self.requested
+            try:
+                _fsync_folder(self.folder)
+            except OSError:
+                with self._cond:
+                    self.failed = True
+                    self._cond.notify_all()
+                return
+            with self._cond:
+                self.done = target
+                self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        self._thread.join()

@@ -52,6 +52,8 @@ def _write(store: GitObjectStore, maintainer: PackMaintainer, batches: range,
         store.write_many(objs)
         written += objs
         maintainer.after_write()
+        assert store.spares is not None
+        assert store.spares.settle()  # a merge's files are reusable once their moves are synced
 
 
 def _inodes(folder: Path, suffix: str = "") -> dict[int, str]:
@@ -366,3 +368,40 @@ def test_a_file_open_for_reading_and_writing_elsewhere_is_never_written_under(tm
     finally:
         holder.communicate("", timeout=30)
     _assert_git_reads(tmp_path, written)
+
+
+def test_a_file_is_reused_only_once_its_move_out_of_the_pack_folder_is_synced(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The folder is synced on a thread (a slow disk never holds up a batch); until that
+    sync is done, the files it covers are left alone and new files are made instead."""
+    import threading
+
+    release = threading.Event()
+    real = spares_module._fsync_folder
+
+    def slow_sync(folder: str) -> None:
+        release.wait(30)
+        real(folder)
+
+    monkeypatch.setattr(spares_module, "_fsync_folder", slow_sync)
+    store, spares, maintainer = _setup(tmp_path)
+    written: list[GitObject] = []
+    for batch in range(4):  # the fourth merges: its files wait for the slow sync
+        store.write_many(_blobs(batch))
+        written += _blobs(batch)
+        maintainer.after_write()
+    trashed = set(_inodes(_trash(tmp_path)))
+    assert len(trashed) == 8 and not spares.settle(timeout=0.1)
+    before = set(_inodes(_pack_dir(tmp_path)))
+    store.write_many(_blobs(4))
+    written += _blobs(4)
+    new = set(_inodes(_pack_dir(tmp_path))) - before
+    assert len(new) == 2 and not new & trashed and spares.recycled == 0
+    release.set()
+    assert spares.settle()
+    before = set(_inodes(_pack_dir(tmp_path)))
+    store.write_many(_blobs(5))
+    written += _blobs(5)
+    assert set(_inodes(_pack_dir(tmp_path))) - before <= trashed and spares.recycled == 2
+    _assert_git_reads(tmp_path, written)
+    spares.close()
