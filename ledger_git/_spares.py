@@ -22,10 +22,10 @@ looks for a free one), and freeing a file's blocks costs about 100 us (measured 
    open the file afterwards: it waits for the lease (at most the kernel's
    `lease-break-time`, 45 s by default, far more than a write takes), then finds a
    pack whose checksum does not match the old index, which Git and libgit2 reject
-   before they look elsewhere. The pack folder is synced after each merge's moves,
-   before any of its files is reused, so a power loss cannot bring an old name back
-   over new bytes. The blocks are kept: the new bytes overwrite them and only a longer
-   tail is cut. A writer that may not write its read-only packs (not root) proves a
+   before they look elsewhere. The pack folder is synced after each merge's moves (on
+   a thread, `_FolderSyncer`), and none of those files is reused before that, so a
+   power loss cannot bring an old name back over new bytes. The blocks are kept: the
+   new bytes overwrite them and only a longer tail is cut. A writer that may not write its read-only packs (not root) proves a
    file free through a read-only descriptor before it touches its mode, and gives
    the mode back once the new pack is written. Without leases (another OS, a
    filesystem without them) nothing is recycled and retired files are removed, as
