@@ -25,11 +25,11 @@ looks for a free one), and freeing a file's blocks costs about 100 us (measured 
    before they look elsewhere. The pack folder is synced after each merge's moves (on
    a thread, `_FolderSyncer`), and none of those files is reused before that, so a
    power loss cannot bring an old name back over new bytes. The blocks are kept: the
-   new bytes overwrite them and only a longer tail is cut. A writer that may not write its read-only packs (not root) proves a
-   file free through a read-only descriptor before it touches its mode, and gives
-   the mode back once the new pack is written. Without leases (another OS, a
-   filesystem without them) nothing is recycled and retired files are removed, as
-   before.
+   new bytes overwrite them and only a longer tail is cut. A writer that may not
+   write its read-only packs (not root) proves a file free through a read-only
+   descriptor before it touches its mode, and gives the mode back once the new pack
+   is written. Without leases (another OS, a filesystem without them) nothing is
+   recycled and retired files are removed, as before.
 2. **Made while idle** (`fill`): for when the trash has nothing free, as at the start.
 
 New spare files are named `tmp_gatos_spare_<pid>_<n>` in the pack folder (Git reads
