@@ -52,12 +52,17 @@ import signal
 import stat
 import threading
 
+from ledger_git._refs import _fsync_dir
+
+_fsync_folder = _fsync_dir  # (a name of its own: tests make it fail or wait)
+
 PREFIX = "tmp_gatos_spare_"
 # A file for the next pack: its path, a writing descriptor, the size of its old bytes (0
 # when new) and the mode to give it back once written (-1: leave it).
 Spare = tuple[str, int, int, int]
 TRASH_LIMIT = 512  # trashed files kept per kind; beyond this the first in line are removed
 _BUSY = object()
+_DENIED = object()
 _F_SETLEASE: int | None = getattr(fcntl, "F_SETLEASE", None)  # Linux only
 _NO_LEASES = {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP}
 
@@ -261,18 +266,11 @@ class SpareFiles:
         longer tail is cut. Opens never wait (O_NONBLOCK): a file under someone else's
         lease (Samba, NFS) counts as busy.
         """
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
-        except PermissionError:  # read-only (0444, as Git's packs) and we are not root
+        fd = self._open_leased(path, os.O_WRONLY)
+        if fd is _DENIED:  # read-only (0444, as Git's packs) and we are not root
             return self._claim_read_only(path)
-        except BlockingIOError:
-            return _BUSY
-        except OSError:
-            self._drop(path)
-            return None
-        held = self._lease(fd, path)
-        if held is not True:
-            return held
+        if not isinstance(fd, int):
+            return fd
         try:
             st = os.fstat(fd)
             if st.st_nlink == 1:  # another name shares the inode: never rewritten
@@ -287,16 +285,12 @@ class SpareFiles:
         """`_claim` for a file we may not write: proved ours alone through a read-only
         descriptor before its mode is touched, made writable, opened for writing and
         proved ours again; its mode is given back once the new bytes are written."""
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-        except BlockingIOError:
-            return _BUSY
-        except OSError:
+        fd = self._open_leased(path, os.O_RDONLY)
+        if fd is _DENIED:
             self._drop(path)
             return None
-        held = self._lease(fd, path)
-        if held is not True:
-            return held
+        if not isinstance(fd, int):
+            return fd
         try:
             st = os.fstat(fd)
             if st.st_nlink != 1:
@@ -335,6 +329,22 @@ class SpareFiles:
         os.close(fd)
         self._drop(path)
         return None
+
+    def _open_leased(self, path: str, flags: int) -> int | object | None:
+        """`path` opened with `flags` (never waiting) and its lease taken: the descriptor;
+        `_DENIED` when we may not open it so; `_BUSY` when someone has it open; None when
+        it was dropped."""
+        try:
+            fd = os.open(path, flags | os.O_NONBLOCK)
+        except PermissionError:
+            return _DENIED
+        except BlockingIOError:  # someone else's lease on it (Samba, NFS)
+            return _BUSY
+        except OSError:
+            self._drop(path)
+            return None
+        held = self._lease(fd, path)
+        return fd if held is True else held
 
     def _lease(self, fd: int, path: str, *, keep_open: bool = False) -> object:
         """Take a write lease on `fd`: True, or `_BUSY` (someone else has the file open),
@@ -380,12 +390,6 @@ def _kind(path: str) -> str:
     return ".idx" if path.endswith(".idx") else ".pack"
 
 
-def _fsync_folder(folder: str) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class _FolderSyncer:

@@ -60,6 +60,15 @@ def _inodes(folder: Path, suffix: str = "") -> dict[int, str]:
     return {os.stat(folder / n).st_ino: n for n in os.listdir(folder) if n.endswith(suffix)}
 
 
+def _one_pack(repo: Path, store: GitObjectStore, maintainer: PackMaintainer) -> tuple[Path, int, bytes]:
+    """Write batch 0 as the folder's only pack: its path, inode and bytes."""
+    store.write_many(_blobs(0))
+    maintainer.after_write()
+    (name,) = [n for n in os.listdir(_pack_dir(repo)) if n.endswith(".pack")]
+    path = _pack_dir(repo) / name
+    return path, os.stat(path).st_ino, path.read_bytes()
+
+
 def _assert_git_reads(repo: Path, written: list[GitObject]) -> None:
     fresh = pygit2.Repository(str(repo))
     for obj in written:
@@ -119,12 +128,7 @@ def test_whoever_opens_a_file_being_recycled_waits_and_harms_nobody(tmp_path: Pa
 def test_a_pack_a_git_reader_has_open_is_never_written_under(tmp_path: Path) -> None:
     store, spares, maintainer = _setup(tmp_path)
     first = _blobs(0)
-    store.write_many(first)
-    maintainer.after_write()
-    (pack_name,) = [n for n in os.listdir(_pack_dir(tmp_path)) if n.endswith(".pack")]
-    pack_path = _pack_dir(tmp_path) / pack_name
-    held_inode = os.stat(pack_path).st_ino
-    held_bytes = pack_path.read_bytes()
+    _, held_inode, held_bytes = _one_pack(tmp_path, store, maintainer)
     reader = subprocess.Popen(["git", "-C", str(tmp_path), "cat-file", "--batch"],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert reader.stdin is not None and reader.stdout is not None
@@ -157,11 +161,7 @@ def test_a_pack_mapped_by_libgit2_is_never_written_under(tmp_path: Path) -> None
     """libgit2 keeps the packs it read mapped (a daemon's reader does, for its life)."""
     store, spares, maintainer = _setup(tmp_path)
     first = _blobs(0)
-    store.write_many(first)
-    maintainer.after_write()
-    (pack_name,) = [n for n in os.listdir(_pack_dir(tmp_path)) if n.endswith(".pack")]
-    held_inode = os.stat(_pack_dir(tmp_path) / pack_name).st_ino
-    held_bytes = (_pack_dir(tmp_path) / pack_name).read_bytes()
+    _, held_inode, held_bytes = _one_pack(tmp_path, store, maintainer)
     reader = pygit2.Repository(str(tmp_path))
     assert reader.odb.read(first[0].oid)[1] == first[0].data
     written = list(first)
@@ -176,12 +176,9 @@ def test_a_pack_mapped_by_libgit2_is_never_written_under(tmp_path: Path) -> None
 def test_a_pack_with_another_name_is_never_written_under(tmp_path: Path) -> None:
     """`git clone --local` hard-links packs: the clone's copy must stay as it was."""
     store, _, maintainer = _setup(tmp_path)
-    store.write_many(_blobs(0))
-    maintainer.after_write()
+    path, _, kept = _one_pack(tmp_path, store, maintainer)
     elsewhere = tmp_path / "clone-of-the-pack"
-    (pack_name,) = [n for n in os.listdir(_pack_dir(tmp_path)) if n.endswith(".pack")]
-    os.link(_pack_dir(tmp_path) / pack_name, elsewhere)
-    kept = elsewhere.read_bytes()
+    os.link(path, elsewhere)
     written: list[GitObject] = list(_blobs(0))
     _write(store, maintainer, range(1, 30), written)
     assert elsewhere.read_bytes() == kept
@@ -350,12 +347,7 @@ def test_files_whose_move_out_was_not_synced_are_never_reused(
 
 def test_a_file_open_for_reading_and_writing_elsewhere_is_never_written_under(tmp_path: Path) -> None:
     store, spares, maintainer = _setup(tmp_path)
-    store.write_many(_blobs(0))
-    maintainer.after_write()
-    (pack_name,) = [n for n in os.listdir(_pack_dir(tmp_path)) if n.endswith(".pack")]
-    path = _pack_dir(tmp_path) / pack_name
-    kept = path.read_bytes()
-    inode = os.stat(path).st_ino
+    path, inode, kept = _one_pack(tmp_path, store, maintainer)
     holder = subprocess.Popen([sys.executable, "-c", f"import os,sys; os.open({str(path)!r}, os.O_RDWR); "
                                "print('open', flush=True); sys.stdin.read()"],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)

@@ -13,6 +13,7 @@ from ledger_core import GitObject
 from ledger_git import GitObjectStore
 from ledger_git._spares import PREFIX, SpareFiles
 from tests.integration.conftest import git
+from tests.integration.test_pack_recycling import _assert_git_reads
 
 
 def _blobs(batch: int) -> list[GitObject]:
@@ -46,14 +47,7 @@ def test_packs_are_written_into_the_files_made_ahead(tmp_path: Path) -> None:
     for name in packs:
         assert (_pack_dir(tmp_path) / name).stat().st_mode & 0o777 == 0o444
     store.write_many(_blobs(1))  # none ready: files created as before
-    written = _blobs(0) + _blobs(1)
-    fresh = pygit2.Repository(str(tmp_path))
-    for obj in written:
-        assert fresh.odb.read(obj.oid)[1] == obj.data
-    git(tmp_path, "fsck", "--strict")
-    idx = [str(_pack_dir(tmp_path) / p) for p in os.listdir(_pack_dir(tmp_path)) if p.endswith(".idx")]
-    git(tmp_path, "verify-pack", *idx)
-    assert "garbage: 0" in git(tmp_path, "count-objects", "-v")
+    _assert_git_reads(tmp_path, _blobs(0) + _blobs(1))
 
 
 def test_a_spare_removed_under_the_writer_is_replaced_by_a_new_file(tmp_path: Path) -> None:
