@@ -243,11 +243,14 @@ class SpareFiles:
                 return path, *claimed
         return None
 
-    def _give_up_trash(self) -> None:
+    def _empty_trash(self) -> None:
         for queue in self._trashed.values():
             while queue:
                 self._drop(queue.popleft())
         self._needs.clear()
+
+    def _give_up_trash(self) -> None:
+        self._empty_trash()
         self.trash = None
 
     def settle(self, timeout: float = 30.0) -> bool:
@@ -311,7 +314,7 @@ class SpareFiles:
                 return _BUSY
             self._drop(path)
             return None
-        held = self._lease(fd, path, keep_open=True)
+        held = self._lease(fd)
         if held is not True:
             with contextlib.suppress(OSError):
                 os.fchmod(fd, mode)
@@ -343,27 +346,27 @@ class SpareFiles:
         except OSError:
             self._drop(path)
             return None
-        held = self._lease(fd, path)
-        return fd if held is True else held
+        held = self._lease(fd)
+        if held is True:
+            return fd
+        os.close(fd)
+        if held is None:
+            self._drop(path)
+        return held
 
-    def _lease(self, fd: int, path: str, *, keep_open: bool = False) -> object:
-        """Take a write lease on `fd`: True, or `_BUSY` (someone else has the file open),
-        or None (the file dropped; no leases here at all: recycling ends). Unless
-        `keep_open`, `fd` is closed when no lease was taken."""
+    def _lease(self, fd: int) -> object:
+        """Take a write lease on `fd`: True; `_BUSY` when someone else has the file open;
+        None when it cannot be had (and with no leases here at all, recycling ends)."""
         assert _F_SETLEASE is not None
         try:
             fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_WRLCK)
             return True
         except OSError as exc:
-            if not keep_open:
-                os.close(fd)
             if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
                 self.refused += 1
                 return _BUSY
             if exc.errno in _NO_LEASES:  # nothing can ever be proved free here
                 self.trash = None
-            if not keep_open:
-                self._drop(path)
             return None
 
     @staticmethod
@@ -377,10 +380,7 @@ class SpareFiles:
             path, fd, _, _ = self._ready.pop()
             os.close(fd)
             self._drop(path)
-        for queue in self._trashed.values():
-            while queue:
-                self._drop(queue.popleft())
-        self._needs.clear()
+        self._empty_trash()
         if self._syncer is not None:
             self._syncer.close()
             self._syncer = None
@@ -388,8 +388,6 @@ class SpareFiles:
 
 def _kind(path: str) -> str:
     return ".idx" if path.endswith(".idx") else ".pack"
-
-
 
 
 class _FolderSyncer:
