@@ -61,9 +61,14 @@ def _wait_idle(daemon: Daemon, timeout: float = 10.0) -> dict:
     shortly after; until then a new connection may be told BUSY)."""
     deadline = time.monotonic() + timeout
     while True:
-        with daemon.client() as c:
-            c.send({"type": "status", "id": "s"})
-            status = c.recv()
+        try:
+            with daemon.client() as c:
+                c.send({"type": "status", "id": "s"})
+                status = c.recv()
+        except BlockingIOError:  # the listen backlog is full: the daemon has not caught up yet
+            assert time.monotonic() < deadline, "the daemon accepted no connection"
+            time.sleep(0.05)
+            continue
         assert status is not None
         if (status["ok"] and status["connections"] <= 1) or time.monotonic() > deadline:
             return status
